@@ -6,14 +6,15 @@
 #       START_THRESHOLD 0 END_THRESHOLD 0.5 SEARCH_ENGINE google MAX_TURNS 5 TOPK 5 -- key=value ...
 #
 # Pairs are parsed by NAME, in any order; an unknown name is an error. Everything after `--` goes to Hydra
-# unchanged (configs/ppo_trainer.yaml). With no arguments at all, the CPU toy-world demo runs instead.
+# unchanged (configs/ppo_trainer.yaml). ALGORITHM (configs/algorithm/<name>.yaml) replaces the script's own.
+# With no arguments at all, the CPU toy-world demo runs instead.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 
-KNOWN="NUM_GPUS_PER_NODE NNODES MODEL_PATH DATA_PATH TOTAL_STEPS IP PORT SEARCH_MODE SIMULATION_LLM \
+KNOWN="ALGORITHM NUM_GPUS_PER_NODE NNODES MODEL_PATH DATA_PATH TOTAL_STEPS IP PORT SEARCH_MODE SIMULATION_LLM \
 START_THRESHOLD END_THRESHOLD SEARCH_ENGINE RETRIEVER_URL MAX_TURNS TOPK PROJECT_NAME EXPERIMENT_NAME"
 
 usage() {
@@ -39,6 +40,13 @@ while [ "$#" -gt 0 ]; do
   ARG[$name]="$2"
   shift 2
 done
+
+ALGORITHM="${ARG[ALGORITHM]:-$ALGORITHM}"
+if [ ! -f "$ROOT/configs/algorithm/$ALGORITHM.yaml" ]; then
+  echo "error: ALGORITHM '$ALGORITHM' has no configs/algorithm/$ALGORITHM.yaml; available:" \
+    $(cd "$ROOT/configs/algorithm" && ls *.yaml | sed 's/\.yaml$//') >&2
+  exit 2
+fi
 
 for required in MODEL_PATH DATA_PATH; do
   if [ -z "${ARG[$required]:-}" ]; then echo "error: $required is required" >&2; usage; exit 2; fi

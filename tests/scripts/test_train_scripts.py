@@ -1,4 +1,5 @@
-"""train_grpo.sh's command line: NAME VALUE pairs by name, in any order, then Hydra overrides after `--`."""
+"""The training scripts' command line: NAME VALUE pairs by name, in any order, then Hydra overrides after `--`.
+train_grpo.sh, train_ppo.sh and train_reinforce.sh share it (scripts/train_common.sh)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
+def _run(*args: str, script: str = "train_grpo.sh") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable}
     return subprocess.run(
-        ["bash", str(ROOT / "train_grpo.sh"), *args], env=env, capture_output=True, text=True, timeout=120
+        ["bash", str(ROOT / script), *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
-def _job_config(*pairs: str) -> dict:
+def _job_config(*pairs: str, script: str = "train_grpo.sh") -> dict:
     """The composed config the pairs produce (`--cfg job` prints it instead of training)."""
     separator = () if "--" in pairs else ("--",)
-    proc = _run(*pairs, *separator, "--cfg", "job")
+    proc = _run(*pairs, *separator, "--cfg", "job", script=script)
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)
 
@@ -116,3 +118,25 @@ def test_search_engine_selects_the_validation_backend_and_overrides_pass_through
     assert cfg["search"] == {"name": "google", "api_key_env": "SERPAPI_API_KEY"}
     assert cfg["val_search"] == {"name": "wiki", "url": "http://127.0.0.1:9000"}
     assert cfg["actor_rollout_ref"]["actor"]["optim"]["lr"] == 3e-6
+
+
+@pytest.mark.parametrize(
+    ("script", "pairs", "estimator", "kl_in_reward"),
+    [
+        ("train_ppo.sh", (), "gae", True),
+        ("train_reinforce.sh", (), "reinforce", False),
+        ("train_reinforce.sh", ("ALGORITHM", "reinforce_plus_plus"), "reinforce_plus_plus", True),
+        ("train_grpo.sh", ("ALGORITHM", "ppo"), "gae", True),
+    ],
+)
+def test_each_script_selects_its_algorithm(script, pairs, estimator, kl_in_reward):
+    cfg = _job_config("MODEL_PATH", "/m", "DATA_PATH", "/d", *pairs, script=script)
+    assert cfg["algorithm"]["adv_estimator"] == estimator
+    assert cfg["algorithm"]["use_kl_in_reward"] is kl_in_reward
+    assert cfg["actor_rollout_ref"]["actor"]["use_kl_loss"] is not kl_in_reward
+
+
+def test_unknown_algorithm_lists_the_available_ones():
+    proc = _run("MODEL_PATH", "/m", "DATA_PATH", "/d", "ALGORITHM", "dpo", script="train_ppo.sh")
+    assert proc.returncode == 2
+    assert "ALGORITHM 'dpo'" in proc.stderr and "reinforce_plus_plus" in proc.stderr

@@ -51,6 +51,11 @@ def get_adv_estimator(name: str) -> AdvantageFn:
     return ADV_ESTIMATORS[name]
 
 
+def uses_critic(name: str) -> bool:
+    """Whether estimator `name` reads a critic's `values` (then the trainer builds a CriticWorker)."""
+    return "values" in inspect.signature(get_adv_estimator(name)).parameters
+
+
 def compute_advantage(
     name: str, token_level_rewards: torch.Tensor, response_mask: torch.Tensor, **options
 ) -> tuple[torch.Tensor, torch.Tensor]:

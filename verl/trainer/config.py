@@ -7,10 +7,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from verl.trainer.advantages import ADV_ESTIMATORS
+from verl.trainer.advantages import ADV_ESTIMATORS, uses_critic
 from verl.utils.dataset import OVERLONG_POLICIES
 from verl.utils.tracking import LOGGERS
-from verl.workers.config import ActorRolloutRefConfig
+from verl.workers.config import ActorRolloutRefConfig, CriticConfig
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,22 @@ def validate_config(cfg: dict) -> None:
         f"trainer.resume_mode must be auto, disable or an existing checkpoint folder, got {mode!r}",
     )
     worker_config(cfg)
+    if needs_critic(cfg):
+        critic_model = cfg["critic"]["model"]["path"]
+        _require(
+            not critic_model or Path(critic_model).is_dir(),
+            f"critic.model.path: no such folder: {critic_model}",
+        )
+        _require(
+            int(trainer["critic_warmup"]) >= 0,
+            f"trainer.critic_warmup must be >= 0, got {trainer['critic_warmup']}",
+        )
+        critic_worker_config(cfg)
+
+
+def needs_critic(cfg: dict) -> bool:
+    """A value model is built only for estimators that read values (GAE)."""
+    return uses_critic(cfg["algorithm"]["adv_estimator"])
 
 
 def worker_config(cfg: dict) -> dict:
@@ -115,3 +131,29 @@ def worker_config(cfg: dict) -> dict:
     except ValueError as e:
         raise ConfigError(str(e)) from e
     return arr
+
+
+def critic_worker_config(cfg: dict) -> dict:
+    """`critic` as CriticWorker wants it: the actor's model path when none is given, mini-batches counted in
+    samples, the schedule's total steps filled in. Validated through CriticConfig, so errors name the key."""
+    critic = copy.deepcopy(cfg["critic"])
+    critic["model"]["path"] = critic["model"]["path"] or cfg["actor_rollout_ref"]["model"]["path"]
+    n = int(cfg["actor_rollout_ref"]["rollout"]["n"])
+    critic["ppo_mini_batch_size"] = int(critic["ppo_mini_batch_size"]) * n
+    critic["optim"]["total_training_steps"] = int(cfg["trainer"]["total_training_steps"] or 1)
+    batch = int(cfg["data"]["train_batch_size"])
+    _require(
+        batch * n % critic["ppo_mini_batch_size"] == 0,
+        f"critic.ppo_mini_batch_size ({critic['ppo_mini_batch_size'] // n} prompts) must divide "
+        f"data.train_batch_size ({batch})",
+    )
+    _require(
+        critic["ppo_mini_batch_size"] % world_size(cfg) == 0,
+        f"critic.ppo_mini_batch_size * rollout.n ({critic['ppo_mini_batch_size']} samples) must be divisible "
+        f"by the number of ranks ({world_size(cfg)})",
+    )
+    try:
+        CriticConfig.from_dict(critic)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return critic

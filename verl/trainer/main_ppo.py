@@ -15,7 +15,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from verl.trainer.config import ConfigError, validate_config, worker_config, world_size
+from verl.trainer.config import (
+    ConfigError,
+    critic_worker_config,
+    needs_critic,
+    validate_config,
+    worker_config,
+    world_size,
+)
 from verl.trainer.ray_trainer import RayPPOTrainer
 from verl.utils.dataset import RLHFDataset
 from verl.utils.seed import set_seed
@@ -44,8 +51,6 @@ def run(cfg: dict) -> dict[str, float]:
 
     from verl.single_controller.ray_utils import init_ray
     from verl.single_controller.resource_pool import RayResourcePool
-    from verl.single_controller.worker_group import RayWorkerGroup
-    from verl.workers.fsdp_workers import ActorRolloutRefWorker
 
     trainer = cfg["trainer"]
     validate_config(cfg)
@@ -100,9 +105,11 @@ def run(cfg: dict) -> dict[str, float]:
     )
     worker_env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
     tracker = None
-    wg = RayWorkerGroup(pool, ActorRolloutRefWorker, worker_config(cfg), role, worker_env=worker_env)
+    wg, actor_rollout_wg, critic_wg = _worker_groups(cfg, pool, role, worker_env)
     try:
-        wg.init_model()
+        actor_rollout_wg.init_model()
+        if critic_wg is not None:
+            critic_wg.init_model()
         tracker = Tracking(
             trainer["project_name"],
             trainer["experiment_name"],
@@ -110,13 +117,38 @@ def run(cfg: dict) -> dict[str, float]:
             trainer["default_local_dir"],
             config=cfg,
         )
-        return RayPPOTrainer(cfg, tokenizer, wg, agent, reward, train, val, tracker).fit()
+        return RayPPOTrainer(
+            cfg, tokenizer, actor_rollout_wg, agent, reward, train, val, tracker, critic_wg=critic_wg
+        ).fit()
     finally:
         if tracker is not None:
             tracker.finish()
         agent.close()
         wg.shutdown()
         pool.remove()
+
+
+def _worker_groups(cfg: dict, pool, role: str, worker_env: dict):
+    """(the group to shut down, the actor/rollout/ref handle, the critic handle or None).
+
+    With a critic (PPO), actor and critic are colocated: one process per rank hosts both roles, sharing the
+    process group and the device, as verl's hybrid engine does; without one, the actor's group is plain."""
+    from verl.single_controller.colocated import RoleSpec, create_colocated_worker_cls
+    from verl.single_controller.worker_group import RayWorkerGroup
+    from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
+
+    if not needs_critic(cfg):
+        wg = RayWorkerGroup(pool, ActorRolloutRefWorker, worker_config(cfg), role, worker_env=worker_env)
+        return wg, wg, None
+    cls = create_colocated_worker_cls(
+        {
+            "actor": RoleSpec(ActorRolloutRefWorker, (worker_config(cfg), role)),
+            "critic": RoleSpec(CriticWorker, (critic_worker_config(cfg),)),
+        }
+    )
+    wg = RayWorkerGroup(pool, cls, worker_env=worker_env)
+    views = wg.spawn()
+    return wg, views["actor"], views["critic"]
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="ppo_trainer", version_base=None)

@@ -101,9 +101,12 @@ class RayPPOTrainer:
         train_dataset,
         val_dataset,
         tracker: Tracking,
+        critic_wg=None,
     ):
+        """critic_wg: the CriticWorker group (or colocated role view), given when the estimator reads values."""
         self.cfg, self.tokenizer = cfg, tokenizer
         self.actor_rollout_wg, self.agent, self.reward = actor_rollout_wg, agent, reward
+        self.critic_wg = critic_wg
         self.engine = WorkerGroupRollout(actor_rollout_wg)
         self.tracker = tracker
         trainer = cfg["trainer"]
@@ -161,10 +164,18 @@ class RayPPOTrainer:
             if cfg["actor_rollout_ref"]["actor"]["use_kl_loss"] or algo["use_kl_in_reward"]:
                 with _timer("ref", timings):
                     batch = batch.union(self.actor_rollout_wg.compute_ref_log_prob(batch))
+            if self.critic_wg is not None:
+                with _timer("values", timings):
+                    batch = batch.union(self.critic_wg.compute_values(batch))
             with _timer("adv", timings):
                 metrics.update(self._advantages(batch))
+            if self.critic_wg is not None:
+                with _timer("update_critic", timings):
+                    metrics.update(self.critic_wg.update_critic(batch).meta_info["metrics"])
             skip = algo["skip_step_without_signal"] and not batch.batch["advantages"].abs().gt(0).any()
-            if skip:
+            if self.critic_wg is not None and self.global_step <= cfg["trainer"]["critic_warmup"]:
+                metrics["actor/critic_warmup"] = 1.0
+            elif skip:
                 metrics["actor/step_skipped"] = 1.0
             else:
                 with _timer("update_actor", timings):
@@ -296,6 +307,8 @@ class RayPPOTrainer:
         self.actor_rollout_wg.save_checkpoint(
             str(path), self.global_step, {"dataloader": self.train_loader.state_dict()}
         )
+        if self.critic_wg is not None:  # after the actor's save, which replaces the whole folder
+            self.critic_wg.save_checkpoint(str(path), self.global_step)
         ckpt.write_marker(self.ckpt_root, self.global_step)
         ckpt.cleanup_checkpoints(self.ckpt_root, self.cfg["trainer"]["max_actor_ckpt_to_keep"])
         return path
@@ -309,6 +322,8 @@ class RayPPOTrainer:
         if path is None:
             return
         state = self.actor_rollout_wg.load_checkpoint(str(path))[0]
+        if self.critic_wg is not None:
+            self.critic_wg.load_checkpoint(str(path))
         self.global_step = int(state["global_step"])
         self.train_loader.load_state_dict(state["extra_state"]["dataloader"])
         logger.info("resumed from %s at step %d", path, self.global_step)

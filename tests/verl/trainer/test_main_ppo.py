@@ -13,7 +13,7 @@ import ray
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from verl.trainer.config import ConfigError, validate_config
+from verl.trainer.config import ConfigError, critic_worker_config, needs_critic, validate_config
 from verl.trainer.main_ppo import CONFIG_DIR, run
 from zerosearch.data.schema import make_row, write_dataset
 from zerosearch.templates import policy_messages
@@ -81,6 +81,33 @@ def test_bad_config_names_the_key(dataset, tiny_model_dir, override, key):
         validate_config(cfg)
 
 
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("critic.model.path=/no/such/critic", "critic.model.path"),
+        ("critic.ppo_mini_batch_size=3", "critic.ppo_mini_batch_size"),
+        ("critic.optim.lr=0", "critic.optim.lr"),
+        ("critic.cliprange_value=-1", "critic.cliprange_value"),
+        ("trainer.critic_warmup=-1", "trainer.critic_warmup"),
+    ],
+)
+def test_bad_critic_config_names_the_key_when_the_estimator_needs_one(dataset, tiny_model_dir, override, key):
+    cfg = _config([*_valid_overrides(dataset, tiny_model_dir), "algorithm=ppo", override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(cfg)
+    # GRPO builds no critic, so its section is not checked
+    validate_config(_config([*_valid_overrides(dataset, tiny_model_dir), override]))
+
+
+def test_the_critic_defaults_to_the_actor_model_and_counts_samples(dataset, tiny_model_dir):
+    cfg = _config([*_valid_overrides(dataset, tiny_model_dir), "algorithm=ppo"])
+    assert needs_critic(cfg) and not needs_critic(_config(_valid_overrides(dataset, tiny_model_dir)))
+    critic = critic_worker_config(cfg)
+    assert critic["model"]["path"] == str(tiny_model_dir)
+    assert critic["ppo_mini_batch_size"] == 4 * 2  # 4 prompts x rollout.n 2
+    assert critic["optim"]["total_training_steps"] == cfg["trainer"]["total_training_steps"]
+
+
 def test_unknown_search_backend_fails_before_any_worker_starts(dataset, tiny_model_dir):
     cfg = _config([*_valid_overrides(dataset, tiny_model_dir), "search.name=bing"])
     ray_was_running = ray.is_initialized()  # other test modules may share a session cluster
@@ -89,9 +116,9 @@ def test_unknown_search_backend_fails_before_any_worker_starts(dataset, tiny_mod
     assert ray.is_initialized() == ray_was_running
 
 
-@pytest.mark.slow
-def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_model_dir, tmp_path):
-    """python -m verl.trainer.main_ppo on CPU: 2 FSDP ranks, the built-in simulation server, 3 steps."""
+def _train_three_steps(dataset: Path, model: Path, tmp_path: Path, extra: list[str]) -> Path:
+    """python -m verl.trainer.main_ppo on CPU: 2 FSDP ranks, the built-in simulation server, 3 steps;
+    returns the run folder."""
     run_dir = tmp_path / "run"
     env = {
         **os.environ,
@@ -99,14 +126,12 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
         "WANDB_MODE": "offline",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    with ServerProcess(
-        "zerosearch.simulation.server", ["--model", str(tiny_model_dir)], find_free_port()
-    ) as sim:
+    with ServerProcess("zerosearch.simulation.server", ["--model", str(model)], find_free_port()) as sim:
         cmd = [
             sys.executable,
             "-m",
             "verl.trainer.main_ppo",
-            *_valid_overrides(dataset, tiny_model_dir),
+            *_valid_overrides(dataset, model),
             f"data.val_files=[{dataset}]",
             "data.max_prompt_length=512",
             f"search.urls=[{sim.url}]",
@@ -128,12 +153,23 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
             "trainer.sample_table_freq=1",
             f"trainer.default_local_dir={run_dir}",
             f"hydra.run.dir={tmp_path / 'hydra'}",
+            *extra,
         ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir
 
+
+def _steps(run_dir: Path) -> list[dict]:
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2, 3]
+    return steps
+
+
+@pytest.mark.slow
+def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_model_dir, tmp_path):
+    run_dir = _train_three_steps(dataset, tiny_model_dir, tmp_path, [])
+    steps = _steps(run_dir)
     assert all("actor/pg_loss" in s and "critic/score/mean" in s for s in steps)
     assert "val/f1/toy" in steps[-1] and "val/cover_em/all" in steps[-1]
     assert [s["search/noise_prob"] for s in steps] == sorted(s["search/noise_prob"] for s in steps)
@@ -153,3 +189,37 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
     ids = tokenizer("Question: Where was Alice Smith born?", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 5
+
+
+@pytest.mark.slow
+def test_three_ppo_steps_train_and_save_the_critic(dataset, tiny_model_dir, tmp_path):
+    """PPO: actor and critic colocated on 2 ranks; the critic trains every step and is checkpointed."""
+    run_dir = _train_three_steps(dataset, tiny_model_dir, tmp_path, ["algorithm=ppo", "critic.optim.lr=1e-3"])
+    steps = _steps(run_dir)
+    for s in steps:
+        assert s["critic/vf_loss"] >= 0 and s["critic/step_skipped"] == 0.0
+        assert "actor/pg_loss" in s and "actor/reward_kl_penalty" in s and "timing_s/update_critic" in s
+
+    from transformers import AutoModelForTokenClassification
+
+    step_dir = run_dir / "checkpoints" / "global_step_3"
+    assert (step_dir / "actor" / "huggingface").is_dir()
+    critic = AutoModelForTokenClassification.from_pretrained(step_dir / "critic" / "huggingface")
+    assert critic.config.num_labels == 1
+    initial = AutoModelForTokenClassification.from_pretrained(
+        tiny_model_dir, num_labels=1, ignore_mismatched_sizes=True
+    )
+    backbone = {k: v for k, v in initial.state_dict().items() if not k.startswith("score")}
+    trained = critic.state_dict()
+    assert any(not (trained[k] == v).all() for k, v in backbone.items()), "the critic's backbone never moved"
+
+
+@pytest.mark.slow
+def test_three_reinforce_plus_plus_steps(dataset, tiny_model_dir, tmp_path):
+    run_dir = _train_three_steps(dataset, tiny_model_dir, tmp_path, ["algorithm=reinforce_plus_plus"])
+    steps = _steps(run_dir)
+    for s in steps:
+        assert "actor/pg_loss" in s and "actor/reward_kl_penalty" in s
+        assert "critic/vf_loss" not in s and "actor/kl_loss" not in s
+    assert (run_dir / "checkpoints" / "global_step_3" / "actor" / "huggingface").is_dir()
+    assert not (run_dir / "checkpoints" / "global_step_3" / "critic").exists()

@@ -9,7 +9,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from verl.trainer.core_algos import kl_penalty, masked_mean
+from verl.trainer.core_algos import (
+    FixedKLController,
+    apply_kl_penalty,
+    compute_advantage,
+    kl_penalty,
+    masked_mean,
+)
 from verl.utils.optim import build_adamw
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.config import ActorConfig, OptimConfig
@@ -79,6 +85,46 @@ def test_kl_loss_pulls_the_policy_towards_the_reference(scenarios, tiny_model_di
         actor.update_policy(data)
         kls.append(_kl_to_reference(actor, data))
     assert kls[0] > 0
+    assert all(later < earlier for earlier, later in zip(kls, kls[1:], strict=False)), kls
+
+
+def _kl_after_drift(scenarios, model_dir, placement: str, coef: float) -> float:
+    """Four updates of a perturbed policy pushed by fixed random sequence scores, with KL to the reference
+    either as the loss term (GRPO/REINFORCE) or as a per-token reward penalty (PPO/Reinforce++)."""
+    reference = _model(model_dir)
+    policy = _model(model_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in policy.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    ref_actor = DataParallelPPOActor(ActorConfig(), reference, log_prob_micro_batch_size=12)
+    in_loss = placement == "loss"
+    actor = _actor(policy, use_kl_loss=in_loss, kl_loss_coef=coef if in_loss else 0.0, weight_decay=0.0)
+    data = scenarios.make_batch(policy.config.vocab_size, seed=0)
+    mask = data.batch["response_mask"]
+    data.batch["ref_log_prob"], _ = ref_actor.compute_log_prob(data)
+    last = mask * (mask.cumsum(-1) == mask.sum(-1, keepdim=True))
+    scores = torch.randn(len(data), 1, generator=torch.Generator().manual_seed(1)) * last
+    for _ in range(4):
+        data.batch["old_log_probs"], _ = actor.compute_log_prob(data)
+        rewards = scores
+        if not in_loss:
+            rewards, _ = apply_kl_penalty(
+                scores, data.batch["old_log_probs"], data.batch["ref_log_prob"], mask, FixedKLController(coef)
+            )
+        data.batch["advantages"], _ = compute_advantage("reinforce_plus_plus", rewards, mask, gamma=1.0)
+        actor.update_policy(data)
+    return _kl_to_reference(actor, data)
+
+
+# As a loss term the pull grows with the coefficient. In the reward, Reinforce++ whitens the advantages over
+# the batch, so once the penalty dominates the scores a larger coefficient no longer changes their scale:
+# there the test compares no penalty with a moderate one.
+@pytest.mark.parametrize(("placement", "coefs"), [("loss", (0.0, 0.2, 1.0, 5.0)), ("reward", (0.0, 0.2))])
+def test_raising_kl_coef_keeps_the_policy_closer_to_the_reference(
+    scenarios, tiny_model_dir, placement, coefs
+):
+    kls = [_kl_after_drift(scenarios, tiny_model_dir, placement, coef) for coef in coefs]
     assert all(later < earlier for earlier, later in zip(kls, kls[1:], strict=False)), kls
 
 
