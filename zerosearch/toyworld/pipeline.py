@@ -282,6 +282,10 @@ class Pipeline:
             "actor_rollout_ref.actor.ppo_mini_batch_size=16",
             "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
             "actor_rollout_ref.actor.optim.lr=2e-4",
+            # PPO's critic (ignored by the other algorithms): the paper's 1e-5 barely moves a tiny model
+            "critic.optim.lr=1e-3",
+            "critic.ppo_micro_batch_size_per_gpu=16",
+            "critic.forward_micro_batch_size_per_gpu=16",
             "actor_rollout_ref.rollout.n=8",
             "actor_rollout_ref.rollout.response_length=48",
             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
