@@ -67,17 +67,24 @@ def _kl_to_reference(actor, data) -> float:
     ).item()
 
 
-def test_kl_loss_pulls_the_policy_towards_the_reference(scenarios, tiny_model_dir):
-    reference = _model(tiny_model_dir)
-    policy = _model(tiny_model_dir)
+def _drifted_actor(scenarios, model_dir, **config):
+    """An actor on a randomly perturbed copy of the model, and a batch holding the unperturbed reference's
+    log-probs."""
+    reference = _model(model_dir)
+    policy = _model(model_dir)
     torch.manual_seed(0)
     with torch.no_grad():
         for param in policy.parameters():
             param.add_(0.05 * torch.randn_like(param))
     ref_actor = DataParallelPPOActor(ActorConfig(), reference, log_prob_micro_batch_size=12)
-    actor = _actor(policy, use_kl_loss=True, kl_loss_coef=1.0, weight_decay=0.0)
+    actor = _actor(policy, weight_decay=0.0, **config)
     data = scenarios.make_batch(policy.config.vocab_size, seed=0)
     data.batch["ref_log_prob"], _ = ref_actor.compute_log_prob(data)
+    return actor, data
+
+
+def test_kl_loss_pulls_the_policy_towards_the_reference(scenarios, tiny_model_dir):
+    actor, data = _drifted_actor(scenarios, tiny_model_dir, use_kl_loss=True, kl_loss_coef=1.0)
     data.batch["old_log_probs"], _ = actor.compute_log_prob(data)
     data.batch["advantages"] = torch.zeros_like(data.batch["advantages"])  # the KL term is the only signal
     kls = [_kl_to_reference(actor, data)]
@@ -91,18 +98,11 @@ def test_kl_loss_pulls_the_policy_towards_the_reference(scenarios, tiny_model_di
 def _kl_after_drift(scenarios, model_dir, placement: str, coef: float) -> float:
     """Four updates of a perturbed policy pushed by fixed random sequence scores, with KL to the reference
     either as the loss term (GRPO/REINFORCE) or as a per-token reward penalty (PPO/Reinforce++)."""
-    reference = _model(model_dir)
-    policy = _model(model_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for param in policy.parameters():
-            param.add_(0.05 * torch.randn_like(param))
-    ref_actor = DataParallelPPOActor(ActorConfig(), reference, log_prob_micro_batch_size=12)
     in_loss = placement == "loss"
-    actor = _actor(policy, use_kl_loss=in_loss, kl_loss_coef=coef if in_loss else 0.0, weight_decay=0.0)
-    data = scenarios.make_batch(policy.config.vocab_size, seed=0)
+    actor, data = _drifted_actor(
+        scenarios, model_dir, use_kl_loss=in_loss, kl_loss_coef=coef if in_loss else 0.0
+    )
     mask = data.batch["response_mask"]
-    data.batch["ref_log_prob"], _ = ref_actor.compute_log_prob(data)
     last = mask * (mask.cumsum(-1) == mask.sum(-1, keepdim=True))
     scores = torch.randn(len(data), 1, generator=torch.Generator().manual_seed(1)) * last
     for _ in range(4):
