@@ -34,6 +34,52 @@ LOG_PROB_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
 UPDATE_KEYS = LOG_PROB_KEYS + ("response_mask", "old_log_probs", "advantages")
 
 
+@dataclass
+class TrimmedBatch:
+    """A micro-batch without the columns that are padding in every row (see trim_padding)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    prompt_len: int  # prompt columns kept
+    response_len: int  # response columns kept (the first ones; the rest were padding everywhere)
+    full_response_len: int
+
+    def pad_responses(self, x: torch.Tensor) -> torch.Tensor:
+        """[b, response_len] -> [b, full_response_len], zeros in the dropped right-padding columns."""
+        return F.pad(x, (0, self.full_response_len - self.response_len))
+
+
+def trim_padding(micro: DataProto) -> TrimmedBatch:
+    """Drop the left-padding prompt columns and right-padding response columns that no row of `micro` uses.
+
+    Batches are padded to their longest prompt and response, so a micro-batch of short rows is mostly
+    padding; cutting it leaves every real token's attention and position (position_ids count real tokens)
+    unchanged, so outputs at real tokens are the same, at a fraction of the cost."""
+    batch = micro.batch
+    full_response_len = batch["responses"].shape[1]
+    prompt_width = batch["input_ids"].shape[1] - full_response_len
+    if prompt_width < 1:
+        raise ValueError(
+            f"input_ids has {batch['input_ids'].shape[1]} columns for {full_response_len} response tokens: "
+            "every sequence needs at least one prompt token"
+        )
+    used = batch["attention_mask"].bool().any(0)
+    prompt_used = torch.nonzero(used[:prompt_width])
+    start = int(prompt_used[0]) if len(prompt_used) else prompt_width - 1
+    response_used = torch.nonzero(used[prompt_width:])
+    response_len = int(response_used[-1]) + 1 if len(response_used) else 1
+    stop = prompt_width + response_len
+    return TrimmedBatch(
+        batch["input_ids"][:, start:stop],
+        batch["attention_mask"][:, start:stop],
+        batch["position_ids"][:, start:stop],
+        prompt_width - start,
+        response_len,
+        full_response_len,
+    )
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -106,27 +152,26 @@ class DataParallelPPOActor:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs [b, R] of the response tokens (and entropy [b, R]) under the current module.
 
-        The logit predicting response token t sits at position P - 1 + t of the full sequence, hence the slice
-        [P-1, P+R-1). Logits are divided by the sampling temperature, as the sampler did."""
-        batch = micro.batch
-        responses = batch["responses"]
-        response_len = responses.shape[1]
-        prompt_len = batch["input_ids"].shape[1] - response_len
-        if prompt_len < 1:
-            raise ValueError(
-                f"input_ids has {batch['input_ids'].shape[1]} columns for {response_len} response tokens: "
-                "every sequence needs at least one prompt token"
-            )
+        The logit predicting response token t sits at position P - 1 + t of the full sequence, so the last
+        R + 1 positions less the final one are kept (after trim_padding, whose dropped columns get 0). Logits
+        are divided by the sampling temperature, as the sampler did."""
+        trimmed = trim_padding(micro)
+        responses = micro.batch["responses"][:, : trimmed.response_len]
         device = next(self.module.parameters()).device
+        # Only the logits that predict response tokens are computed: the vocabulary projection of every
+        # prompt position would be thrown away.
         output = self.module(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-            position_ids=batch["position_ids"].to(device),
+            input_ids=trimmed.input_ids.to(device),
+            attention_mask=trimmed.attention_mask.to(device),
+            position_ids=trimmed.position_ids.to(device),
             use_cache=False,
+            logits_to_keep=trimmed.response_len + 1,
         )
-        logits = output.logits[:, prompt_len - 1 : prompt_len - 1 + response_len].float() / temperature
+        logits = output.logits[:, :-1].float() / temperature
         log_probs = F.log_softmax(logits, dim=-1).gather(-1, responses.to(device).unsqueeze(-1)).squeeze(-1)
         entropy = core_algos.entropy_from_logits(logits) if calculate_entropy else None
+        log_probs = trimmed.pad_responses(log_probs)
+        entropy = None if entropy is None else trimmed.pad_responses(entropy)
         return log_probs, entropy
 
     @torch.no_grad()

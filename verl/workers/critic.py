@@ -29,7 +29,7 @@ from torch import nn
 from verl.protocol import DataProto
 from verl.trainer import core_algos
 from verl.utils.fsdp import parse_dtype
-from verl.workers.actor import _all_reduce_sum, _require, _world, clip_grad_and_step
+from verl.workers.actor import _all_reduce_sum, _require, _world, clip_grad_and_step, trim_padding
 from verl.workers.config import CriticConfig
 
 logger = logging.getLogger(__name__)
@@ -100,22 +100,16 @@ class DataParallelPPOCritic:
 
     def _forward(self, micro: DataProto) -> torch.Tensor:
         """Values [b, R] (float32, on the module's device) for every response column, masked or not."""
-        batch = micro.batch
-        response_len = batch["responses"].shape[1]
-        prompt_len = batch["input_ids"].shape[1] - response_len
-        if prompt_len < 1:
-            raise ValueError(
-                f"input_ids has {batch['input_ids'].shape[1]} columns for {response_len} response tokens: "
-                "every sequence needs at least one prompt token"
-            )
+        trimmed = trim_padding(micro)
         device = next(self.module.parameters()).device
         output = self.module(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-            position_ids=batch["position_ids"].to(device),
+            input_ids=trimmed.input_ids.to(device),
+            attention_mask=trimmed.attention_mask.to(device),
+            position_ids=trimmed.position_ids.to(device),
             use_cache=False,
         )
-        return output.logits[:, prompt_len - 1 : prompt_len - 1 + response_len, 0].float()
+        p, r = trimmed.prompt_len, trimmed.response_len
+        return trimmed.pad_responses(output.logits[:, p - 1 : p - 1 + r, 0].float())
 
     @torch.no_grad()
     def compute_values(self, data: DataProto) -> torch.Tensor:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from verl.protocol import DataProto
 from verl.trainer.core_algos import (
     FixedKLController,
     apply_kl_penalty,
@@ -17,7 +18,7 @@ from verl.trainer.core_algos import (
     masked_mean,
 )
 from verl.utils.optim import build_adamw
-from verl.workers.actor import DataParallelPPOActor
+from verl.workers.actor import DataParallelPPOActor, trim_padding
 from verl.workers.config import ActorConfig, OptimConfig
 
 
@@ -58,6 +59,43 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(scenarios, tiny_model
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def _padded_wider(data, left: int, right: int):
+    """The same rows with `left` more padding columns before the prompts and `right` after the responses."""
+    b = dict(data.batch)
+
+    def pad(x, lo, hi):
+        return torch.nn.functional.pad(x, (lo, hi))
+
+    wider = {
+        **b,
+        "input_ids": pad(b["input_ids"], left, right),
+        "attention_mask": pad(b["attention_mask"], left, right),
+        "position_ids": pad(b["position_ids"], left, right),
+        "prompts": pad(b["prompts"], left, 0),
+        "responses": pad(b["responses"], 0, right),
+        "response_mask": pad(b["response_mask"], 0, right),
+    }
+    return DataProto.from_dict(tensors=wider, meta_info=data.meta_info)
+
+
+def test_padding_columns_no_row_uses_are_cut_and_change_nothing(scenarios, tiny_model_dir):
+    model = _model(tiny_model_dir)
+    actor = _actor(model)
+    data = scenarios.make_batch(model.config.vocab_size, seed=0)
+    wide = _padded_wider(data, left=7, right=9)
+    trimmed = trim_padding(wide)
+    assert trimmed.input_ids.shape[1] <= data.batch["input_ids"].shape[1]
+    assert (
+        trimmed.pad_responses(torch.zeros(len(wide), trimmed.response_len)).shape
+        == wide.batch["responses"].shape
+    )
+    tight, _ = actor.compute_log_prob(data, calculate_entropy=False)
+    loose, _ = actor.compute_log_prob(wide, calculate_entropy=False)
+    real = data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].bool()
+    torch.testing.assert_close(loose[:, : tight.shape[1]][real], tight[real], atol=1e-5, rtol=0)
+    assert (loose[:, tight.shape[1] :] == 0).all()
 
 
 def _kl_to_reference(actor, data) -> float:
