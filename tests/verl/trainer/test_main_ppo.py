@@ -193,12 +193,20 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
 
 @pytest.mark.slow
 def test_three_ppo_steps_train_and_save_the_critic(dataset, tiny_model_dir, tmp_path):
-    """PPO: actor and critic colocated on 2 ranks; the critic trains every step and is checkpointed."""
-    run_dir = _train_three_steps(dataset, tiny_model_dir, tmp_path, ["algorithm=ppo", "critic.optim.lr=1e-3"])
+    """PPO: actor and critic colocated on 2 ranks; the critic trains every step (alone during the warm-up
+    step) and is checkpointed."""
+    run_dir = _train_three_steps(
+        dataset,
+        tiny_model_dir,
+        tmp_path,
+        ["algorithm=ppo", "critic.optim.lr=1e-3", "trainer.critic_warmup=1"],
+    )
     steps = _steps(run_dir)
     for s in steps:
         assert s["critic/vf_loss"] >= 0 and s["critic/step_skipped"] == 0.0
-        assert "actor/pg_loss" in s and "actor/reward_kl_penalty" in s and "timing_s/update_critic" in s
+        assert "actor/reward_kl_penalty" in s and "timing_s/update_critic" in s
+    assert steps[0]["actor/critic_warmup"] == 1.0 and "actor/pg_loss" not in steps[0]
+    assert all("actor/pg_loss" in s and "actor/critic_warmup" not in s for s in steps[1:])
 
     from transformers import AutoModelForTokenClassification
 
