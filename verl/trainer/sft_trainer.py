@@ -330,13 +330,21 @@ class SFTTrainer:
         """(sum of the negative log-likelihood over the targets, number of real tokens) of one micro-batch."""
         batch = collate([dataset[i] for i in indices], self.pad_token_id)
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        logits = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).logits
-        # The logit at position t predicts token t+1.
+        # The logit at position t predicts token t+1. Only positions predicting a trained token in some row
+        # are projected onto the vocabulary: prompts and observations carry no loss, and their logits would
+        # be most of the work. (One position is always kept so an all-masked micro-batch still backpropagates.)
         targets, mask = batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:]
-        nll = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none")
-        return (nll * mask.flatten()).sum(), int(batch["attention_mask"].sum())
+        keep = torch.nonzero(mask.any(0)).flatten()
+        if keep.numel() == 0:
+            keep = torch.zeros(1, dtype=torch.long, device=mask.device)
+        logits = self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            use_cache=False,
+            logits_to_keep=keep,
+        ).logits
+        nll = F.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten(), reduction="none")
+        return (nll * mask[:, keep].flatten()).sum(), int(batch["attention_mask"].sum())
 
     def _micro_batches(self, indices: list[int], rank: int) -> list[list[int]]:
         """Rank `rank`'s share of `indices` (every world_size-th one), cut into micro-batches."""

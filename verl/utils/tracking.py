@@ -65,6 +65,7 @@ CONSOLE_KEYS = (
     "actor/entropy",
     "actor/grad_norm",
     "actor/lr",
+    "critic/vf_loss",
     "response_length/mean",
     "env/number_of_actions/mean",
     "search/noise_prob",
