@@ -50,7 +50,7 @@ from verl.utils.fsdp import (
     parse_dtype,
     shard_model,
 )
-from verl.utils.optim import LR_SCHEDULERS, build_adamw, build_lr_scheduler
+from verl.utils.optim import LR_SCHEDULERS, build_optimizer
 from verl.utils.seed import set_seed
 from verl.utils.tracking import Tracking
 
@@ -289,17 +289,8 @@ class SFTTrainer:
         trainer = config.trainer
         self.total_steps = trainer.total_training_steps or trainer.total_epochs * len(self.loader)
         self.model = self._load_model(model_path)
-        optim = config.optim
-        self.optimizer = build_adamw(
-            self.model.parameters(), optim.lr, optim.betas, optim.weight_decay, optim.eps
-        )
-        self.lr_scheduler = build_lr_scheduler(
-            self.optimizer,
-            self.total_steps,
-            optim.warmup_steps,
-            optim.warmup_steps_ratio,
-            optim.lr_scheduler,
-            optim.min_lr_ratio,
+        self.optimizer, self.lr_scheduler = build_optimizer(
+            self.model.parameters(), config.optim, self.total_steps
         )
         self.global_step = 0
 

@@ -81,3 +81,21 @@ def build_lr_scheduler(
     """LambdaLR with `WarmupSchedule`; call `.step()` once per training step (after the optimizer step)."""
     warmup = resolve_warmup_steps(warmup_steps, warmup_steps_ratio, total_steps)
     return LambdaLR(optimizer, WarmupSchedule(warmup, total_steps, kind, min_lr_ratio))
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], optim, total_steps: int | None = None
+) -> tuple[torch.optim.AdamW, LambdaLR]:
+    """AdamW and its schedule from an optim config section (`actor.optim`, `critic.optim`, the SFT `optim`):
+    lr, betas, weight_decay, eps, warmup_steps, warmup_steps_ratio, lr_scheduler, min_lr_ratio, and
+    total_training_steps unless `total_steps` is given."""
+    optimizer = build_adamw(params, optim.lr, optim.betas, optim.weight_decay, optim.eps)
+    scheduler = build_lr_scheduler(
+        optimizer,
+        optim.total_training_steps if total_steps is None else total_steps,
+        optim.warmup_steps,
+        optim.warmup_steps_ratio,
+        optim.lr_scheduler,
+        optim.min_lr_ratio,
+    )
+    return optimizer, scheduler

@@ -45,7 +45,7 @@ from verl.utils.fsdp import (
     parse_dtype,
     shard_model,
 )
-from verl.utils.optim import build_adamw, build_lr_scheduler
+from verl.utils.optim import build_optimizer
 from verl.utils.seed import load_rng_state, save_rng_state
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.config import ActorRolloutRefConfig, CriticConfig, FSDPConfig
@@ -106,18 +106,7 @@ class ActorRolloutRefWorker:
                     f"divisible by the {self.world_size} data-parallel ranks"
                 )
             module = self._load_sharded(actor_config.fsdp_config, trainable=True)
-            optim = actor_config.optim
-            self.optimizer = build_adamw(
-                module.parameters(), optim.lr, optim.betas, optim.weight_decay, optim.eps
-            )
-            self.lr_scheduler = build_lr_scheduler(
-                self.optimizer,
-                optim.total_training_steps,
-                optim.warmup_steps,
-                optim.warmup_steps_ratio,
-                optim.lr_scheduler,
-                optim.min_lr_ratio,
-            )
+            self.optimizer, self.lr_scheduler = build_optimizer(module.parameters(), actor_config.optim)
             self.actor = DataParallelPPOActor(
                 actor_config,
                 module,
@@ -412,18 +401,7 @@ class CriticWorker:
             trainable=True,
             gradient_checkpointing=model_config.enable_gradient_checkpointing,
         )
-        optim = config.optim
-        self.optimizer = build_adamw(
-            module.parameters(), optim.lr, optim.betas, optim.weight_decay, optim.eps
-        )
-        self.lr_scheduler = build_lr_scheduler(
-            self.optimizer,
-            optim.total_training_steps,
-            optim.warmup_steps,
-            optim.warmup_steps_ratio,
-            optim.lr_scheduler,
-            optim.min_lr_ratio,
-        )
+        self.optimizer, self.lr_scheduler = build_optimizer(module.parameters(), config.optim)
         self.critic = DataParallelPPOCritic(
             config, module, self.optimizer, mini_batch_size=config.ppo_mini_batch_size // self.world_size
         )
