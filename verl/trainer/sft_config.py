@@ -1,0 +1,196 @@
+"""The SFT trainer's config (configs/sft_trainer.yaml documents every key): typed sections whose checks name
+the offending key, built from a plain dict by `SFTConfig.from_dict`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from verl.trainer.sft_data import TRUNCATION_MODES, SFTKeys
+from verl.utils.fsdp import DTYPES
+from verl.utils.optim import LR_SCHEDULERS
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}: {message}")
+
+
+def _section(cls: type, data: dict[str, Any] | None, prefix: str, **nested: Any) -> Any:
+    """Build dataclass `cls` from a dict, refusing keys it does not have (named with their full path)."""
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}")
+    data.update(nested)
+    return cls(**data)
+
+
+@dataclass
+class FSDPSection:
+    """model.fsdp_config: FSDP2 mixed precision (None computes in the stored dtype)."""
+
+    param_dtype: str | None = None
+    reduce_dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("param_dtype", "reduce_dtype"):
+            value = getattr(self, key)
+            require(value is None or value in DTYPES, f"model.fsdp_config.{key}", f"unknown dtype {value!r}")
+
+
+@dataclass
+class ModelSection:
+    path: str | None = None
+    tokenizer_path: str | None = None
+    dtype: str = "float32"
+    enable_gradient_checkpointing: bool = False
+    fsdp_config: FSDPSection = field(default_factory=FSDPSection)
+
+    def __post_init__(self) -> None:
+        require(bool(self.path), "model.path", "missing (the Hugging Face model folder to fine-tune)")
+        require(
+            self.dtype in DTYPES, "model.dtype", f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}"
+        )
+
+
+@dataclass
+class DataSection:
+    train_files: list[str] = field(default_factory=list)
+    val_files: list[str] = field(default_factory=list)
+    prompt_key: str = "prompt"
+    response_key: str = "response"
+    segments_key: str = "response_segments"
+    text_key: str = "text"
+    use_chat_template: bool | None = None
+    max_length: int = 1024
+    truncation: str = "error"
+    train_batch_size: int = 16
+    micro_batch_size_per_gpu: int = 4
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("train_files", "val_files"):
+            value = getattr(self, key) or []
+            setattr(self, key, [value] if isinstance(value, str) else [str(v) for v in value])
+        require(bool(self.train_files), "data.train_files", "missing (parquet or jsonl files to train on)")
+        require(self.max_length > 1, "data.max_length", f"must be > 1, got {self.max_length}")
+        require(
+            self.truncation in TRUNCATION_MODES,
+            "data.truncation",
+            f"unknown mode {self.truncation!r}; valid: {', '.join(TRUNCATION_MODES)}",
+        )
+        require(
+            self.train_batch_size > 0, "data.train_batch_size", f"must be > 0, got {self.train_batch_size}"
+        )
+        require(
+            self.micro_batch_size_per_gpu > 0,
+            "data.micro_batch_size_per_gpu",
+            f"must be > 0, got {self.micro_batch_size_per_gpu}",
+        )
+
+    @property
+    def keys(self) -> SFTKeys:
+        return SFTKeys(self.prompt_key, self.response_key, self.segments_key, self.text_key)
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    warmup_steps: int = -1
+    warmup_steps_ratio: float = 0.0
+    lr_scheduler: str = "cosine"
+    min_lr_ratio: float = 0.0
+    clip_grad: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "optim.betas",
+            f"must be two numbers in [0, 1), got {self.betas}",
+        )
+        require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(
+            0 <= self.warmup_steps_ratio <= 1,
+            "optim.warmup_steps_ratio",
+            f"must be in [0, 1], got {self.warmup_steps_ratio}",
+        )
+        require(
+            self.lr_scheduler in LR_SCHEDULERS,
+            "optim.lr_scheduler",
+            f"unknown scheduler {self.lr_scheduler!r}; valid: {', '.join(LR_SCHEDULERS)}",
+        )
+        require(
+            0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}"
+        )
+        require(self.clip_grad > 0, "optim.clip_grad", f"must be > 0, got {self.clip_grad}")
+
+
+@dataclass
+class TrainerSection:
+    project_name: str = "zerosearch-sft"
+    experiment_name: str = "sft"
+    logger: list[str] = field(default_factory=lambda: ["console", "jsonl"])
+    default_local_dir: str = "checkpoints/sft"
+    output_dir: str | None = None
+    total_training_steps: int | None = None
+    total_epochs: int = 1
+    save_freq: int = -1
+    test_freq: int = -1
+    max_ckpt_to_keep: int | None = None
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        self.logger = [self.logger] if isinstance(self.logger, str) else list(self.logger)
+        steps = self.total_training_steps
+        require(
+            steps is None or steps > 0, "trainer.total_training_steps", f"must be > 0 or null, got {steps}"
+        )
+        require(self.total_epochs > 0, "trainer.total_epochs", f"must be > 0, got {self.total_epochs}")
+        require(
+            self.max_ckpt_to_keep is None or self.max_ckpt_to_keep > 0,
+            "trainer.max_ckpt_to_keep",
+            f"must be > 0 or null, got {self.max_ckpt_to_keep}",
+        )
+
+
+@dataclass
+class SFTConfig:
+    """The whole SFT config (configs/sft_trainer.yaml documents every key)."""
+
+    model: ModelSection
+    data: DataSection
+    optim: OptimSection = field(default_factory=OptimSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+    def check_world_size(self, world_size: int) -> None:
+        """The global batch must split evenly over the data-parallel ranks."""
+        batch = self.data.train_batch_size
+        require(
+            batch % world_size == 0,
+            "data.train_batch_size",
+            f"{batch} is not divisible by the {world_size} data-parallel ranks",
+        )
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> SFTConfig:
+        """Validate a plain dict (e.g. the Hydra config as a container); errors name the offending key."""
+        config = {k: v for k, v in config.items() if k != "hydra"}
+        unknown = sorted(set(config) - {"model", "data", "optim", "trainer"})
+        if unknown:
+            raise ValueError(f"unknown config section(s) {', '.join(unknown)}")
+        model = dict(config.get("model") or {})
+        fsdp = _section(FSDPSection, model.pop("fsdp_config", None), "model.fsdp_config")
+        return cls(
+            model=_section(ModelSection, model, "model", fsdp_config=fsdp),
+            data=_section(DataSection, config.get("data"), "data"),
+            optim=_section(OptimSection, config.get("optim"), "optim"),
+            trainer=_section(TrainerSection, config.get("trainer"), "trainer"),
+        )
