@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from verl.trainer.sft_data import TRUNCATION_MODES, SFTKeys
 from verl.utils.fsdp import DTYPES
-from verl.utils.optim import LR_SCHEDULERS
+from verl.workers.config import OptimConfig
 
 
 def require(ok: bool, key: str, message: str) -> None:
@@ -97,38 +97,23 @@ class DataSection:
 
 
 @dataclass
-class OptimSection:
+class OptimSection(OptimConfig):
+    """optim: AdamW and its schedule, with the actor's checks (verl/workers/config.py), plus gradient clipping.
+    The step count is the trainer's (trainer.total_training_steps), not a key of this section."""
+
+    KEY: ClassVar[str] = "optim"
+
     lr: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.01
-    eps: float = 1e-8
-    warmup_steps: int = -1
-    warmup_steps_ratio: float = 0.0
     lr_scheduler: str = "cosine"
-    min_lr_ratio: float = 0.0
     clip_grad: float = 1.0
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        super().__post_init__()
         require(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            "optim.betas",
-            f"must be two numbers in [0, 1), got {self.betas}",
-        )
-        require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(
-            0 <= self.warmup_steps_ratio <= 1,
-            "optim.warmup_steps_ratio",
-            f"must be in [0, 1], got {self.warmup_steps_ratio}",
-        )
-        require(
-            self.lr_scheduler in LR_SCHEDULERS,
-            "optim.lr_scheduler",
-            f"unknown scheduler {self.lr_scheduler!r}; valid: {', '.join(LR_SCHEDULERS)}",
-        )
-        require(
-            0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}"
+            self.total_training_steps == -1,
+            "optim.total_training_steps",
+            "is not an SFT key; set trainer.total_training_steps",
         )
         require(self.clip_grad > 0, "optim.clip_grad", f"must be > 0, got {self.clip_grad}")
 

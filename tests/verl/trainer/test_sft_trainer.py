@@ -139,6 +139,9 @@ def _config(**sections) -> dict:
     [
         ({"data": {"train_files": "f.parquet"}}, "model.path"),
         (_config(optim={"lr_scheduler": "linear"}), "optim.lr_scheduler"),
+        (_config(optim={"lr": 0}), "optim.lr"),
+        (_config(optim={"clip_grad": 0}), "optim.clip_grad"),
+        (_config(optim={"total_training_steps": 5}), "trainer.total_training_steps"),
         (_config(data={"micro_batch_size_per_gpu": 0}), "data.micro_batch_size_per_gpu"),
         (_config(data={"truncation": "left"}), "data.truncation"),
         (_config(trainer={"total_training_steps": 0}), "trainer.total_training_steps"),
