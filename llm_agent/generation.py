@@ -29,6 +29,7 @@ from llm_agent.observation import ObservationFormatter
 from llm_agent.parsing import DEFAULT_MAX_QUERY_CHARS, invalid_action_feedback, parse_action
 from llm_agent.search import SearchBackend, SearchRequest
 from llm_agent.trajectory import AgentRolloutResult, SearchCall, Trajectory
+from verl.utils.seed import derive_seed
 from verl.workers.rollout.base import RolloutSamplingParams
 
 
@@ -115,6 +116,7 @@ class LLMGenerationManager:
                     golden_answers=tuple(golden_answers[i]),
                     noise_prob=noise_prob,
                     topk=self.config.topk,
+                    seed=None if params.seed is None else derive_seed(params.seed, turn, i),
                 )
                 for i, query in queries
             ]

@@ -14,7 +14,9 @@ class SearchRequest:
 
     The question and golden answers are that trajectory's own (the simulator needs them to write useful
     documents; the reference code once mixed them up across samples). `noise_prob` is the curriculum's
-    probability that this call returns noisy documents; real engines ignore it.
+    probability that this call returns noisy documents; real engines ignore it. `seed` makes this request's
+    random draws (noisy or useful, the simulator's sampling) reproducible whatever else is in flight, so a
+    resumed run searches exactly as an uninterrupted one; None leaves them unseeded.
     """
 
     query: str
@@ -22,6 +24,7 @@ class SearchRequest:
     golden_answers: tuple[str, ...] = ()
     noise_prob: float = 0.0
     topk: int = 5
+    seed: int | None = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ reconstruct from. The end-to-end run with the real HF rollout is in test_generat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,6 +156,28 @@ def test_each_search_carries_its_own_question_answers_and_noise(tokenizer):
     ]
     assert "q1 is in Rome" in env_text(tokenizer, result.trajectories[1])
     assert [c.noisy for t in result.trajectories for c in t.stats.search_calls] == [True, True]
+
+
+def test_search_seeds_follow_the_rollout_seed_the_turn_and_the_trajectory(tokenizer):
+    scripts = [
+        ["<search> q0 </search>", "<search> q0 again </search>", "<answer> a </answer>"],
+        ["<search> q1 </search>", "<search> q1 again </search>", "<answer> b </answer>"],
+    ]
+
+    def seeds(params):
+        prompts = [encode(tokenizer, f"Question: where is item {k}?") for k in range(2)]
+        backend = RecordingBackend(echo_documents)
+        manager = LLMGenerationManager(
+            ScriptedRollout(tokenizer, prompts, [list(s) for s in scripts]), backend, tokenizer
+        )
+        manager.run(prompts, ["q?", "q?"], [["a"], ["b"]], 0.5, params)
+        return [[r.seed for r in call] for call in backend.calls]
+
+    seeded = seeds(replace(PARAMS, seed=7))
+    assert seeded == seeds(replace(PARAMS, seed=7))  # reproducible
+    assert len({s for turn in seeded for s in turn}) == 4  # one per (turn, trajectory)
+    assert seeds(replace(PARAMS, seed=8)) != seeded
+    assert seeds(PARAMS) == [[None, None], [None, None]]  # an unseeded rollout sends unseeded searches
 
 
 def test_all_active_trajectories_generate_together_each_turn(tokenizer):

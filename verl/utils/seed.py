@@ -10,6 +10,7 @@ uninterrupted run would have made.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from pathlib import Path
@@ -35,6 +36,15 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    """A seed that depends only on ``parts`` (a hash, so neighbouring inputs give unrelated seeds).
+
+    Used wherever one draw must not depend on how many draws came before it: sample j of prompt i, the
+    noisy-or-useful draw of one search, so a resumed run makes the same draws as an uninterrupted one."""
+    digest = hashlib.blake2b(":".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # torch seeds must fit in a signed 64-bit integer
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -53,6 +53,8 @@ def check_requests(requests: Sequence[SearchRequest], backend: str) -> list[Sear
             raise ValueError(
                 f"{backend}: request {i} field 'noise_prob' must be in [0, 1], got {req.noise_prob!r}"
             )
+        if req.seed is not None and (isinstance(req.seed, bool) or not isinstance(req.seed, int)):
+            raise TypeError(f"{backend}: request {i} field 'seed' must be an int or None, got {req.seed!r}")
     return requests
 
 

@@ -5,14 +5,17 @@ prompt adds a worked example); both send `POST {url}/v1/chat/completions` with a
 the simulation prompt as the user message (zerosearch.templates.simulation_messages). SGLang, `vllm serve`
 and the built-in zerosearch.simulation.server are interchangeable behind that API.
 
-For each request the backend draws noisy-or-useful with the request's `noise_prob` from its own seeded RNG
-(so a run is reproducible) and records the draw in `SearchResult.noisy`. Each request's prompt is built
+For each request the backend draws noisy-or-useful with the request's `noise_prob` (from the request's own
+seed when it carries one, else from the backend's seeded stream, so a run is reproducible) and records the
+draw in `SearchResult.noisy`; a seeded request also sends a derived `seed` so the server samples the same
+documents again. Each request's prompt is built
 from that request's own question and golden answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from typing import Literal
 import aiohttp
 
 from llm_agent.search import SearchRequest, SearchResult
+from verl.utils.seed import derive_seed
 from zerosearch.search.balance import ServerPool
 from zerosearch.search.base import HttpSearchBackend, failed_result
 from zerosearch.search.client import AttemptError, HttpOptions, SearchBackendError, read_json
@@ -63,6 +67,8 @@ class SimulateConfig(HttpOptions):
     seed: seed of the noisy/useful draws.
     answer_mode: which golden answers go into the prompt: "first" (default) or "all".
     max_tokens, temperature, top_p: sampling of the simulator's reply.
+    api_key_env: name of an environment variable holding the servers' API key (`vllm serve --api-key`,
+        SGLang `--api-key`), sent as a bearer token; None sends none. The key itself is never a config value.
     """
 
     urls: list[str] | str
@@ -72,6 +78,7 @@ class SimulateConfig(HttpOptions):
     max_tokens: int = 600
     temperature: float = 0.8
     top_p: float = 1.0
+    api_key_env: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,7 +102,13 @@ class SimulateSFTBackend(HttpSearchBackend):
     mode = "sft"
 
     def __init__(self, config: SimulateConfig):
-        super().__init__(config)
+        key = os.environ.get(config.api_key_env, "").strip() if config.api_key_env else ""
+        if config.api_key_env and not key:
+            raise ValueError(
+                f"{self.name}: api_key_env names {config.api_key_env}, but that environment variable is not set"
+            )
+        super().__init__(config, secrets=[key] if key else [])
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.pool = ServerPool(config.urls)
         self._rng = random.Random(config.seed)
         self._model = config.model
@@ -106,7 +119,7 @@ class SimulateSFTBackend(HttpSearchBackend):
     async def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
         # Draw every request's noise up front, in request order, so the draws depend only on the seed and
         # the sequence of requests, never on which reply arrives first.
-        noisy = [self._rng.random() < req.noise_prob for req in requests]
+        noisy = [self._noise_draw(req) < req.noise_prob for req in requests]
         model = self._model or await self._detect_model()
         # Each task builds its own prompt just before sending it, so the first requests are on the wire
         # while later prompts are still being rendered. A prompt the template cannot take (a caller bug)
@@ -120,10 +133,17 @@ class SimulateSFTBackend(HttpSearchBackend):
             raise errors[0]
         return [o for o in outcomes if isinstance(o, SearchResult)]
 
+    def _noise_draw(self, req: SearchRequest) -> float:
+        """A uniform draw in [0, 1): from the request's own seed when it has one (reproducible whatever
+        came before), else from the backend's seeded stream."""
+        if req.seed is None:
+            return self._rng.random()
+        return random.Random(derive_seed(self.config.seed, req.seed)).random()
+
     async def _detect_model(self) -> str:
         async def attempt(session: aiohttp.ClientSession) -> str:
             url = f"{self.config.urls[0]}/v1/models"
-            async with session.get(url) as response:
+            async with session.get(url, headers=self._headers) as response:
                 body = await read_json(response, url)
             try:
                 return str(body["data"][0]["id"])
@@ -162,6 +182,8 @@ class SimulateSFTBackend(HttpSearchBackend):
             "top_p": self.config.top_p,
             "n": 1,
         }
+        if req.seed is not None:  # 31 bits: what every OpenAI-compatible server accepts
+            payload["seed"] = derive_seed(self.config.seed, req.seed, 1) % 2**31
         used: list[str] = []
 
         async def attempt(session: aiohttp.ClientSession) -> dict:
@@ -169,7 +191,7 @@ class SimulateSFTBackend(HttpSearchBackend):
                 url = f"{base}/v1/chat/completions"
                 used.append(base)
                 try:
-                    async with session.post(url, json=payload) as response:
+                    async with session.post(url, json=payload, headers=self._headers) as response:
                         self.pool.mark_up(index)
                         return await read_json(response, url)
                 except aiohttp.ClientConnectorError:

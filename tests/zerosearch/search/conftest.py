@@ -114,10 +114,12 @@ class ChatServer(Recorder):
     model: str = "fake-simulator"
     n_docs: int = 5
     content: str | None = None  # a fixed reply instead of the echo
+    authorization: list = field(default_factory=list)  # the Authorization header of every chat call
 
     def app(self) -> Starlette:
         async def chat(request: Request) -> JSONResponse:
             body = await request.json()
+            self.authorization.append(request.headers.get("authorization"))
             error = await self.enter(body)
             if error is not None:
                 return error

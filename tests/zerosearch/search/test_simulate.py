@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -127,6 +128,50 @@ def test_noise_draws_follow_the_probability_and_the_seed(chat_server):
     assert 0.22 < share < 0.38
     assert draws[0] == draws[1]
     assert draws[0] != draws[2]
+
+
+def test_a_seeded_request_draws_and_samples_the_same_whatever_came_before(chat_server):
+    """What exact resume needs: a request's noise draw and the seed it sends depend on its own seed only."""
+    server, url = chat_server()
+    seeded = [replace(req(i, 0.5), seed=1000 + i) for i in range(200)]
+    with backend(url, seed=3) as fresh, backend(url, seed=3) as used:
+        used.search([req(i, 0.5) for i in range(37)])  # advances this backend's own stream
+        server.bodies.clear()
+        draws_used = [r.noisy for r in used.search(seeded[::-1])][::-1]
+        seeds_used = sorted(body["seed"] for body in server.bodies)
+        server.bodies.clear()
+        draws_fresh = [r.noisy for r in fresh.search(seeded)]
+        seeds_fresh = sorted(body["seed"] for body in server.bodies)
+    assert draws_used == draws_fresh
+    assert 60 < sum(draws_fresh) < 140  # still Bernoulli(0.5): ~7 standard deviations wide
+    assert seeds_used == seeds_fresh and len(set(seeds_fresh)) == 200
+    assert all(0 <= s < 2**31 for s in seeds_fresh)
+    with backend(url, seed=4) as other:
+        assert [r.noisy for r in other.search(seeded)] != draws_fresh
+
+
+def test_an_unseeded_request_sends_no_seed(chat_server):
+    server, url = chat_server()
+    with backend(url) as b:
+        b.search([req(0)])
+    assert "seed" not in server.bodies[0]
+
+
+def test_api_key_comes_from_the_environment_as_a_bearer_token_and_never_shows(chat_server, monkeypatch):
+    server, url = chat_server(fail_status=500, fail_first=1, fail_message="bad key sk-test-123")
+    monkeypatch.setenv("SIM_KEY", "sk-test-123")
+    with backend(url, api_key_env="SIM_KEY", max_retries=0, max_failure_rate=1.0) as b:
+        (failed,) = b.search([req(0)])
+        (result,) = b.search([req(1)])
+        assert "sk-test-123" not in repr(b.config)
+    assert server.authorization == ["Bearer sk-test-123", "Bearer sk-test-123"]
+    assert result.error is None and "sk-test-123" not in failed.error and "***" in failed.error
+    with backend(url) as b:
+        b.search([req(2)])
+    assert server.authorization[-1] is None
+    monkeypatch.delenv("SIM_KEY")
+    with pytest.raises(ValueError, match="SIM_KEY"):
+        backend(url, api_key_env="SIM_KEY")
 
 
 def test_least_in_flight_balancing_favours_the_faster_server(chat_server):

@@ -9,12 +9,12 @@ so swapping backends changes nothing above the rollout interface.
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
+from verl.utils.seed import derive_seed
 from verl.workers.rollout.base import (
     RolloutEngine,
     RolloutOutput,
@@ -28,13 +28,6 @@ from verl.workers.rollout.hf_decode import (
     resolve_device,
     resolve_dtype,
 )
-
-
-def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """The seed of sample j of prompt i under a call seed: a hash of (seed, i, j), so a sample's draws do
-    not depend on which other prompts or samples share its batch."""
-    digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1  # torch seeds must fit in a signed 64-bit integer
 
 
 @register_rollout("hf")
@@ -101,7 +94,7 @@ class HFRollout(RolloutEngine):
         )
         requests = [
             DecodeRequest(
-                prompt, decode_params, None if params.seed is None else sample_seed(params.seed, i, j)
+                prompt, decode_params, None if params.seed is None else derive_seed(params.seed, i, j)
             )
             for i, prompt in enumerate(prompts)
             for j in range(params.n)
