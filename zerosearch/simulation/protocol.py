@@ -112,3 +112,50 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     where = ".".join(names) if names else "body"
     param = names[0] if names else None
     return APIError(400, f"{where}: {first.get('msg')}", param=param).response()
+
+
+class BodySizeLimit:
+    """ASGI middleware refusing request bodies over `max_bytes` with 413, before they are read into memory
+    and parsed: by the declared Content-Length, and by counting the bytes of a body sent without one (then
+    the 413 goes out as soon as the limit is passed and the app sees the client disconnect)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _error(self, size: str) -> JSONResponse:
+        return APIError(
+            413, f"request body is {size} bytes, over this server's limit of {self.max_bytes}"
+        ).response()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._error(declared.decode())(scope, receive, send)
+            return
+        received, refused, started = 0, False, False
+
+        async def counting_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    if not started:
+                        await self._error(f"more than {self.max_bytes}")(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if refused:  # the 413 is already out; whatever the app answers to the disconnect is dropped
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)

@@ -1,7 +1,8 @@
 """Built-in OpenAI-compatible server for the simulation LLM (transformers + dynamic batching).
 
     python -m zerosearch.simulation.server --model PATH --port 8000 [--host 127.0.0.1] [--max-batch-size 32]
-        [--max-wait-ms 5] [--max-prompt-tokens N] [--served-model-name NAME] [--dtype auto] [--device auto]
+        [--max-wait-ms 5] [--max-prompt-tokens N] [--max-body-bytes 4000000] [--served-model-name NAME]
+        [--dtype auto] [--device auto]
 
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /stats.
 It speaks the subset of the OpenAI API the search client uses, so SGLang, `vllm serve` and this server are
@@ -29,6 +30,7 @@ from zerosearch.simulation.batcher import DynamicBatcher
 from zerosearch.simulation.engine import GenerationEngine, GenerationRequest, GenerationResult, SamplingParams
 from zerosearch.simulation.protocol import (
     APIError,
+    BodySizeLimit,
     ChatCompletionRequest,
     CompletionRequest,
     SamplingFields,
@@ -46,6 +48,7 @@ class ServerLimits:
     max_prompt_tokens: int | None = None
     max_tokens_cap: int = 4096
     default_max_tokens: int = 256
+    max_body_bytes: int = 4_000_000
 
 
 def create_app(
@@ -69,6 +72,7 @@ def create_app(
         batcher.stop()
 
     app = FastAPI(title="ZeroSearch simulation server", lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
@@ -283,6 +287,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=256,
         help="max_tokens when a request does not say",
     )
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive("--max-body-bytes"),
+        default=4_000_000,
+        help="refuse request bodies larger than this (413) before reading them",
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument(
@@ -306,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.num_threads)
     engine = GenerationEngine(args.model, device=args.device, dtype=args.dtype)
     name = args.served_model_name or args.model
-    limits = ServerLimits(args.max_prompt_tokens, args.max_tokens_cap, args.default_max_tokens)
+    limits = ServerLimits(
+        args.max_prompt_tokens, args.max_tokens_cap, args.default_max_tokens, args.max_body_bytes
+    )
     app = create_app(engine, name, args.max_batch_size, args.max_wait_ms, limits)
     log.info(
         "serving %s as %r on %s:%d (device %s, context %d, max batch %d)",

@@ -19,6 +19,7 @@ from zerosearch.utils.serving import ServerProcess, find_free_port
 MODEL_NAME = "sim-tiny"
 MAX_PROMPT_TOKENS = 300
 MAX_TOKENS_CAP = 5000
+MAX_BODY_BYTES = 100_000
 
 PROMPTS = [
     "Alice Smith was born",
@@ -77,6 +78,8 @@ def server(sharp_model_dir):
         "cpu",
         "--num-threads",
         "1",
+        "--max-body-bytes",
+        str(MAX_BODY_BYTES),
     ]
     with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as proc:
         yield proc
@@ -308,3 +311,25 @@ def test_server_keeps_serving_after_bad_requests(server):
     good = chat(server, PROMPTS[0], max_tokens=4, temperature=0)
     assert good["choices"][0]["finish_reason"] in ("stop", "length")
     assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_an_oversized_body_is_refused_with_413_before_it_is_read(server):
+    body = json.dumps({"model": MODEL_NAME, "messages": [{"role": "user", "content": "x" * MAX_BODY_BYTES}]})
+    url = f"{server.url}/v1/chat/completions"
+    declared = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert declared.status_code == 413, declared.text
+    assert str(MAX_BODY_BYTES) in declared.json()["error"]["message"]
+
+    def chunks():  # no Content-Length: the body arrives in pieces and is counted as it comes
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192].encode()
+
+    streamed = httpx.post(url, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+    assert streamed.status_code == 413, streamed.text
+    assert chat(server, PROMPTS[0], max_tokens=2, temperature=0)["choices"]  # and it keeps serving
+
+
+def test_the_server_binds_to_localhost_unless_told_otherwise():
+    from zerosearch.simulation.server import parse_args
+
+    assert parse_args(["--model", "m", "--port", "1"]).host == "127.0.0.1"
