@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,18 @@ def is_secret_key(key: Any) -> bool:
         return False
     parts = normalized.split("_")
     return parts[-1] in _SECRET_LAST_PARTS or any(part in _SECRET_ANY_PART for part in parts)
+
+
+def redact_command_line(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the value of every ``key=value`` override whose (last) key part names a credential
+    replaced by REDACTED, as in ``trainer.hf_token=***REDACTED***``; Hydra's ``+``/``++``/``~`` prefixes are understood."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and value and is_secret_key(key.lstrip("+~").rsplit(".", 1)[-1]):
+            arg = f"{key}={REDACTED}"
+        out.append(arg)
+    return out
 
 
 def redact_secrets(config: Any) -> Any:
@@ -256,13 +269,20 @@ class WandbLogger(LoggerBackend):
         import wandb
 
         self._wandb = wandb
-        self._run = wandb.init(
-            project=run.project,
-            name=run.experiment,
-            config=run.config,
-            dir=str(run.run_dir),
-            mode=os.environ.get("WANDB_MODE") or None,
-        )
+        # wandb records the process's command line among the run's metadata: a secret passed as a Hydra
+        # override (`+x.api_key=...`) would be stored there in clear, so it sees a redacted command line.
+        saved_argv = sys.argv[:]
+        sys.argv[:] = redact_command_line(saved_argv)
+        try:
+            self._run = wandb.init(
+                project=run.project,
+                name=run.experiment,
+                config=run.config,
+                dir=str(run.run_dir),
+                mode=os.environ.get("WANDB_MODE") or None,
+            )
+        finally:
+            sys.argv[:] = saved_argv
 
     def log(self, metrics: dict[str, Scalar], step: int) -> None:
         self._run.log(metrics, step=step)

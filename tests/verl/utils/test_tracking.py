@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from verl.utils.tracking import LOGGERS, REDACTED, LoggerBackend, Tracking, redact_secrets, register_logger
+from verl.utils.tracking import (
+    LOGGERS,
+    REDACTED,
+    LoggerBackend,
+    Tracking,
+    redact_command_line,
+    redact_secrets,
+    register_logger,
+)
 
 SECRET = "sk-very-secret-value-123"
 CONFIG = {
@@ -202,6 +211,32 @@ def test_wandb_offline_run_logs_without_secrets(tmp_path, monkeypatch):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_a_secret_on_the_command_line_does_not_reach_wandb(tmp_path, monkeypatch):
+    """wandb stores the process's argv with the run; a Hydra override holding a key must arrive redacted."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    argv = ["main_ppo.py", f"+search.serp_api_key={SECRET}", "trainer.seed=7"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    with Tracking("zerosearch-tests", "argv", ["wandb"], tmp_path, config={}) as tracking:
+        tracking.log({"x": 1.0}, 1)
+    assert sys.argv == argv  # put back as it was
+    log = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
+    assert b"trainer.seed=7" in log and f"+search.serp_api_key={REDACTED}".encode() in log
+    assert SECRET.encode() not in log
+
+
+def test_redact_command_line_understands_hydra_prefixes():
+    assert redact_command_line(
+        ["a.api_key=k1", "++b.token=k2", "~c.password", "d.keys=[1]", "e.path=x=y"]
+    ) == [
+        f"a.api_key={REDACTED}",
+        f"++b.token={REDACTED}",
+        "~c.password",
+        "d.keys=[1]",
+        "e.path=x=y",
+    ]
 
 
 def test_custom_backend_registered_and_used(tmp_path):
