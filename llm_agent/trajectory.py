@@ -152,6 +152,7 @@ class AgentRolloutResult:
             "env/truncated_ratio": float(np.mean([s.truncated for s in stats])),
             "search/calls_per_sample": len(calls) / len(stats),
             "search/failures": float(sum(c.failed for c in calls)),
+            "search/retries": float(sum(c.retries for c in calls)),
         }
         if calls:
             drawn = [c.noisy for c in calls if c.noisy is not None]

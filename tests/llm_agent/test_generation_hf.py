@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from llm_agent.generation import GenerationConfig, LLMGenerationManager
 from llm_agent.observation import ObservationFormatter
 from llm_agent.search import SearchRequest
+from tests.tiny_fit import fit_tiny_model
 from verl.workers.rollout.base import RolloutSamplingParams
 from verl.workers.rollout.hf import HFRollout
 from zerosearch.search.local import LocalBackend, LocalConfig
@@ -81,19 +81,8 @@ def agent_model_dir(tiny_model_dir, backend, tmp_path_factory):
         ]
         ids = [t for part, _ in parts for t in part]
         labels = [t if loss else -100 for part, loss in parts for t in part]
-        examples.append((torch.tensor([ids]), torch.tensor([labels])))
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        for ids, labels in examples:
-            model(input_ids=ids, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    out = tmp_path_factory.mktemp("agent-model")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+        examples.append((ids, labels))
+    return fit_tiny_model(tiny_model_dir, examples, 40, tmp_path_factory.mktemp("agent-model"))
 
 
 def test_hf_rollout_end_to_end_masks_are_sampled_tokens_and_observations_are_real(agent_model_dir, backend):

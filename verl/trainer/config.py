@@ -46,6 +46,10 @@ def validate_config(cfg: dict) -> None:
     _require(bool(model_path), "actor_rollout_ref.model.path is required (a Hugging Face model folder)")
     _require(Path(model_path).is_dir(), f"actor_rollout_ref.model.path: no such folder: {model_path}")
     _require(
+        isinstance(data["skip_bad_rows"], bool),
+        f"data.skip_bad_rows must be true or false, got {data['skip_bad_rows']!r}",
+    )
+    _require(
         data["overlong_prompts"] in OVERLONG_POLICIES,
         f"data.overlong_prompts must be one of {', '.join(OVERLONG_POLICIES)}, got {data['overlong_prompts']!r}",
     )

@@ -27,7 +27,7 @@ from verl.trainer.ray_trainer import RayPPOTrainer
 from verl.utils.dataset import RLHFDataset
 from verl.utils.seed import set_seed
 from verl.utils.tracking import Tracking
-from verl.workers.reward import RewardManager
+from verl.workers.reward import RewardManager, import_callable
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,20 @@ def run(cfg: dict) -> dict[str, float]:
     model = cfg["actor_rollout_ref"]["model"]
     tokenizer = AutoTokenizer.from_pretrained(model["tokenizer_path"] or model["path"])
     data = cfg["data"]
+    try:
+        row_check = import_callable(data["row_check"]) if data["row_check"] else None
+    except ValueError as e:
+        raise ConfigError(f"data.row_check: {e}") from e
 
     def dataset(files):
         return RLHFDataset(
-            files, tokenizer, data["max_prompt_length"], data["overlong_prompts"], data["use_chat_template"]
+            files,
+            tokenizer,
+            data["max_prompt_length"],
+            data["overlong_prompts"],
+            data["use_chat_template"],
+            row_check=row_check,
+            skip_bad_rows=data["skip_bad_rows"],
         )
 
     train = dataset(data["train_files"])

@@ -88,6 +88,10 @@ def batch_from_items(batch: dict[str, list]) -> DataProto:
     )
 
 
+class TrainingStopped(RuntimeError):
+    """A training step failed; the message says in which step and stage, what was saved and how to go on."""
+
+
 class RayPPOTrainer:
     """cfg: the validated trainer config (a plain dict, see configs/ppo_trainer.yaml)."""
 
@@ -123,6 +127,7 @@ class RayPPOTrainer:
         )
         self.val_dataset = val_dataset
         self.global_step = 0
+        self.stage = "start"  # the stage of the step in progress, named in errors
 
     # ----- sampling ------------------------------------------------------------------------------------
     def _train_params(self) -> RolloutSamplingParams:
@@ -138,6 +143,13 @@ class RayPPOTrainer:
             temperature=val["temperature"], top_p=val["top_p"], seed=self.cfg["trainer"]["seed"]
         )
 
+    @contextmanager
+    def _stage(self, name: str, timings: dict[str, float]):
+        """Time a stage of the step and remember it, so a failure can say where it happened."""
+        self.stage = name
+        with _timer(name, timings):
+            yield
+
     # ----- one step ------------------------------------------------------------------------------------
     def train_step(self, items: dict[str, list]) -> dict[str, float]:
         """DESIGN 4 steps 1-6 on one batch of prompts; returns the step's metrics."""
@@ -150,27 +162,27 @@ class RayPPOTrainer:
                 [uuid.uuid4().hex for _ in range(len(prompts))], dtype=object
             )
             batch = prompts.repeat(n, interleave=True)
-            with _timer("gen", timings):
+            with self._stage("gen", timings):
                 gen, metrics = self.agent.rollout(
                     batch, self.engine, self._train_params(), self.global_step, False
                 )
             batch = batch.union(gen)
             batch.meta_info["temperature"] = cfg["actor_rollout_ref"]["rollout"]["temperature"]
-            with _timer("reward", timings):
+            with self._stage("reward", timings):
                 scores, texts = self.reward(batch)
                 batch.batch["token_level_scores"] = scores
-            with _timer("old_log_prob", timings):
+            with self._stage("old_log_prob", timings):
                 batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
             if cfg["actor_rollout_ref"]["actor"]["use_kl_loss"] or algo["use_kl_in_reward"]:
-                with _timer("ref", timings):
+                with self._stage("ref", timings):
                     batch = batch.union(self.actor_rollout_wg.compute_ref_log_prob(batch))
             if self.critic_wg is not None:
-                with _timer("values", timings):
+                with self._stage("values", timings):
                     batch = batch.union(self.critic_wg.compute_values(batch))
-            with _timer("adv", timings):
+            with self._stage("adv", timings):
                 metrics.update(self._advantages(batch))
             if self.critic_wg is not None:
-                with _timer("update_critic", timings):
+                with self._stage("update_critic", timings):
                     metrics.update(self.critic_wg.update_critic(batch).meta_info["metrics"])
             skip = algo["skip_step_without_signal"] and not batch.batch["advantages"].abs().gt(0).any()
             if self.critic_wg is not None and self.global_step <= cfg["trainer"]["critic_warmup"]:
@@ -178,7 +190,7 @@ class RayPPOTrainer:
             elif skip:
                 metrics["actor/step_skipped"] = 1.0
             else:
-                with _timer("update_actor", timings):
+                with self._stage("update_actor", timings):
                     out = self.actor_rollout_wg.update_actor(batch)
                 metrics.update(out.meta_info["metrics"])
         metrics.update(timings)
@@ -302,36 +314,82 @@ class RayPPOTrainer:
         return out
 
     # ----- checkpoints ---------------------------------------------------------------------------------
-    def save_checkpoint(self) -> Path:
-        path = ckpt.step_dir(self.ckpt_root, self.global_step)
-        self.actor_rollout_wg.save_checkpoint(
-            str(path), self.global_step, {"dataloader": self.train_loader.state_dict()}
-        )
-        if self.critic_wg is not None:  # after the actor's save, which replaces the whole folder
-            self.critic_wg.save_checkpoint(str(path), self.global_step)
-        ckpt.write_marker(self.ckpt_root, self.global_step)
+    def save_checkpoint(self, step: int | None = None, loader_state: dict | None = None) -> Path:
+        """Save the state after `step` (default: the current one) as checkpoints/global_step_<step>.
+
+        Every role writes into one staging folder that is renamed into place and marked as the latest only
+        when all parts are on disk (verl.utils.checkpoint), so a run killed while saving never resumes from
+        half a checkpoint. loader_state: the data position to store (default: the loader's current one)."""
+        step = self.global_step if step is None else step
+        extra = {"dataloader": loader_state or self.train_loader.state_dict()}
+        if isinstance(self.kl_ctrl, core_algos.AdaptiveKLController):  # its coefficient moves with training
+            extra["kl_coef"] = self.kl_ctrl.value
+        with ckpt.write_checkpoint(self.ckpt_root, step) as staging:
+            self.actor_rollout_wg.save_checkpoint(str(staging), step, extra)
+            if self.critic_wg is not None:
+                self.critic_wg.save_checkpoint(str(staging), step)
         ckpt.cleanup_checkpoints(self.ckpt_root, self.cfg["trainer"]["max_actor_ckpt_to_keep"])
+        return ckpt.step_dir(self.ckpt_root, step)
+
+    def resume_path(self) -> Path | None:
+        """The checkpoint trainer.resume_mode names: auto = this run's latest complete one (or None), disable =
+        None, else the given folder (a checkpoint, or a checkpoints root whose latest one is used)."""
+        mode = self.cfg["trainer"]["resume_mode"]
+        if mode == "disable":
+            return None
+        if mode == "auto":
+            return ckpt.find_latest_checkpoint(self.ckpt_root)
+        path = Path(mode)
+        if not (path / "trainer_state.json").is_file() and ckpt.find_latest_checkpoint(path) is not None:
+            return ckpt.find_latest_checkpoint(path)
         return path
 
     def maybe_resume(self) -> None:
-        """trainer.resume_mode: auto (the latest complete checkpoint of this run, if any), disable, or a path."""
-        mode = self.cfg["trainer"]["resume_mode"]
-        if mode == "disable":
-            return
-        path = ckpt.find_latest_checkpoint(self.ckpt_root) if mode == "auto" else Path(mode)
+        """Restore model, optimizer, schedule, RNG, data position, KL coefficient and step (so the curriculum)."""
+        path = self.resume_path()
         if path is None:
             return
         state = self.actor_rollout_wg.load_checkpoint(str(path))[0]
         if self.critic_wg is not None:
             self.critic_wg.load_checkpoint(str(path))
         self.global_step = int(state["global_step"])
-        self.train_loader.load_state_dict(state["extra_state"]["dataloader"])
+        extra = state["extra_state"]
+        self.train_loader.load_state_dict(extra["dataloader"])
+        if "kl_coef" in extra:
+            self.kl_ctrl.value = float(extra["kl_coef"])
         logger.info("resumed from %s at step %d", path, self.global_step)
+
+    def _stop(
+        self, error: Exception, step: int, stage: str, intact: tuple[int, dict] | None
+    ) -> TrainingStopped:
+        """The error to raise when step `step` failed in `stage`, after saving what can be saved.
+
+        intact: (the step whose state is still whole, the data position to store with it), or None. A failure
+        before any weight changed (rollout, reward, log-probs: e.g. a search server that stayed down past its
+        retry budget) leaves the state of step - 1 whole, saved with the data position before this step's
+        batch, so rerunning the same command continues exactly here; a failure in validation leaves the
+        state of this step whole. A failure during an update leaves the weights unknown: nothing is saved."""
+        latest = ckpt.find_latest_checkpoint(self.ckpt_root)
+        if intact is None:
+            saved = f"nothing was saved (the weights may be half-updated); the latest checkpoint is {latest}"
+        elif ckpt.step_dir(self.ckpt_root, intact[0]).is_dir():
+            saved = f"the state of step {intact[0]} is already saved in {ckpt.step_dir(self.ckpt_root, intact[0])}"
+        else:
+            try:
+                saved = f"the state of step {intact[0]} is saved in {self.save_checkpoint(*intact)}"
+            except Exception as save_error:  # report both failures; the original one is the cause
+                saved = f"saving the state of step {intact[0]} failed too ({save_error})"
+        return TrainingStopped(
+            f"training stopped in step {step} during '{stage}': {error}\n{saved}. Fix the cause, then rerun "
+            f"the same command: trainer.resume_mode=auto continues from the latest checkpoint in "
+            f"{self.ckpt_root}."
+        )
 
     # ----- the loop ------------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Run until exactly total_training_steps steps are done; returns the last validation metrics."""
         trainer = self.cfg["trainer"]
+        ckpt.remove_stale_staging(self.ckpt_root)  # parts of checkpoints whose writer was killed
         self.maybe_resume()
         last_val: dict[str, float] = {}
         if self.val_dataset is not None and trainer["val_before_train"] and self.global_step == 0:
@@ -339,14 +397,24 @@ class RayPPOTrainer:
             self.tracker.log(last_val, step=0)
         progress = tqdm(total=self.total_steps, initial=self.global_step, desc="training", dynamic_ncols=True)
         while self.global_step < self.total_steps:
+            loader_state = self.train_loader.state_dict()
             self.global_step += 1
-            metrics = self.train_step(self.train_loader.next_batch())
+            self.stage = "load_batch"
+            try:
+                metrics = self.train_step(self.train_loader.next_batch())
+            except Exception as e:
+                intact = None if self.stage.startswith("update") else (self.global_step - 1, loader_state)
+                raise self._stop(e, self.global_step, self.stage, intact) from e
             last = self.global_step == self.total_steps
             if self.val_dataset is not None and (
                 last or (trainer["test_freq"] and self.global_step % trainer["test_freq"] == 0)
             ):
-                with _timer("testing", metrics):
-                    last_val = self.validate()
+                try:
+                    with _timer("testing", metrics):
+                        last_val = self.validate()
+                except Exception as e:
+                    intact = (self.global_step, self.train_loader.state_dict())
+                    raise self._stop(e, self.global_step, "validation", intact) from e
                 metrics.update(last_val)
             if last or (trainer["save_freq"] and self.global_step % trainer["save_freq"] == 0):
                 with _timer("save_checkpoint", metrics):

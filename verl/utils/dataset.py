@@ -56,13 +56,16 @@ class RLHFItem:
 
 @dataclass
 class DatasetStats:
-    """What loading did: rows read, kept, dropped and shortened by the overlong-prompt policy."""
+    """What loading did: rows read, kept, skipped as malformed, dropped and shortened by the overlong-prompt
+    policy; ``skipped_errors`` holds the message of every skipped row."""
 
     rows: int = 0
     kept: int = 0
+    skipped: int = 0
     filtered: int = 0
     truncated: int = 0
     longest_prompt: int = 0
+    skipped_errors: list[str] = field(default_factory=list, repr=False)
 
 
 def _row_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -121,6 +124,11 @@ class RLHFDataset(Sequence[RLHFItem]):
             False joins the message contents with newlines as raw text; None (default) uses the template
             when the tokenizer has one.
         chat_template_kwargs: extra arguments for ``apply_chat_template`` (e.g. ``enable_thinking``).
+        row_check: the domain's own row check, run after the engine's structural one: ``row -> None`` for a
+            good row or ``(field, message)`` for the first problem (e.g. zerosearch.data.schema.row_problem,
+            which also wants non-empty questions and golden answers).
+        skip_bad_rows: drop malformed rows (counted in ``stats.skipped``, each message kept, a warning
+            logged) instead of failing on the first one. Overlong prompts follow ``overlong_prompts``.
     """
 
     def __init__(
@@ -131,6 +139,8 @@ class RLHFDataset(Sequence[RLHFItem]):
         overlong_prompts: OverlongPolicy = "error",
         use_chat_template: bool | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        row_check: Callable[[Mapping[str, Any]], tuple[str, str] | None] | None = None,
+        skip_bad_rows: bool = False,
     ) -> None:
         paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
         if not paths:
@@ -151,10 +161,18 @@ class RLHFDataset(Sequence[RLHFItem]):
         self.overlong_prompts = overlong_prompts
         self.use_chat_template = use_chat_template
         self._template_kwargs = dict(chat_template_kwargs or {})
+        self.row_check, self.skip_bad_rows = row_check, skip_bad_rows
         self.stats = DatasetStats()
         self.items: list[RLHFItem] = []
         for path in paths:
             self._load_file(path)
+        if self.stats.skipped:
+            logger.warning(
+                "skipped %d malformed row(s) of %d; first: %s",
+                self.stats.skipped,
+                self.stats.rows,
+                self.stats.skipped_errors[0],
+            )
         if not self.items:
             raise DatasetError(f"{', '.join(map(str, paths))}: no prompts left (stats: {self.stats})")
         logger.info("loaded %d prompt(s) from %d file(s): %s", len(self.items), len(paths), self.stats)
@@ -177,15 +195,21 @@ class RLHFDataset(Sequence[RLHFItem]):
         return ids
 
     def _load_file(self, path: Path) -> None:
-        rows = _read_rows(path)
-        texts = []
-        for i, row in enumerate(rows):
-            problem = _row_problem(row)
-            if problem is not None:
-                raise DatasetError(f"{path}: row {i}: field '{problem[0]}': {problem[1]}")
-            texts.append(self._render(row["prompt"]))
-        for i, (row, ids) in enumerate(zip(rows, self._encode(texts), strict=True)):
+        rows, numbers, texts = [], [], []
+        for i, row in enumerate(_read_rows(path)):
             self.stats.rows += 1
+            problem = _row_problem(row) or (self.row_check(row) if self.row_check else None)
+            if problem is not None:
+                message = f"{path}: row {i}: field '{problem[0]}': {problem[1]}"
+                if not self.skip_bad_rows:
+                    raise DatasetError(f"{message} (or set skip_bad_rows to drop such rows)")
+                self.stats.skipped += 1
+                self.stats.skipped_errors.append(message)
+                continue
+            rows.append(row)
+            numbers.append(i)
+            texts.append(self._render(row["prompt"]))
+        for i, row, ids in zip(numbers, rows, self._encode(texts), strict=True):
             self.stats.longest_prompt = max(self.stats.longest_prompt, len(ids))
             if len(ids) > self.max_prompt_length:
                 if self.overlong_prompts == "error":

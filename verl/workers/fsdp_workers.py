@@ -8,8 +8,9 @@ sharded module would deadlock. After every actor update (and checkpoint load) th
 weights into the rollout one tensor at a time (`rollout.update_weights`), the same explicit hand-off a vLLM
 engine needs.
 
-Checkpoint layout (`save_checkpoint(local_dir, ...)`, written to `<local_dir>.tmp` and renamed when complete;
-ranks must share the file system):
+Checkpoint layout (`save_checkpoint(local_dir, ...)` writes into `local_dir`, which the caller creates as a
+staging folder and renames into place when every role has written its part (verl.utils.checkpoint), so a crash
+never leaves a half checkpoint under a complete name; ranks must share the file system):
     local_dir/actor/huggingface/   the actor in Hugging Face format (safetensors) + tokenizer
     local_dir/actor/dist/          model and optimizer shards (torch.distributed.checkpoint; reshardable)
     local_dir/actor/lr_scheduler.json
@@ -17,16 +18,15 @@ ranks must share the file system):
     local_dir/trainer_state.json   {"global_step": ..., "extra_state": ...} (extra_state must be JSON)
 
 CriticWorker: the PPO value model on FSDP2, in its own worker group; its checkpoint goes to local_dir/critic/
-(huggingface/, dist/, lr_scheduler.json, critic_state.json) and is written after the actor's.
-The helpers below the classes (sharding on this rank's device, Hugging Face export, training-state save/load,
-the atomic folder swap) serve both workers.
+(huggingface/, dist/, lr_scheduler.json, critic_state.json), into the same staging folder.
+The helpers below the classes (sharding on this rank's device, Hugging Face export, training-state save/load)
+serve both workers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from verl.protocol import DataProto
 from verl.single_controller.decorator import Dispatch, register
+from verl.utils import safe_dcp
 from verl.utils.fsdp import (
     device_type,
     full_state_dict_rank0,
@@ -228,27 +229,24 @@ class ActorRolloutRefWorker:
         from transformers import AutoModelForCausalLM
 
         self._require("actor")
-        final = Path(local_dir)
-        tmp = final.with_name(final.name + ".tmp")
+        folder = Path(local_dir)
         if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            (tmp / "actor").mkdir(parents=True)
+            (folder / "actor").mkdir(parents=True, exist_ok=True)
         _barrier()
         save_huggingface(
             self.actor.module,
             AutoModelForCausalLM,
             self.config.model.dtype,
             self.tokenizer,
-            tmp / "actor" / "huggingface",
+            folder / "actor" / "huggingface",
         )
-        save_training_state(tmp / "actor", self.actor.module, self.optimizer, self.lr_scheduler)
-        save_rng_state(tmp / "actor" / f"rng_rank{self.rank}.pt")
+        save_training_state(folder / "actor", self.actor.module, self.optimizer, self.lr_scheduler)
+        save_rng_state(folder / "actor" / f"rng_rank{self.rank}.pt")
         if self.rank == 0:
             state = {"global_step": int(global_step), "extra_state": extra_state or {}}
-            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
         _barrier()
-        swap_in(tmp, final)
-        return str(final)
+        return str(folder)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, local_dir: str) -> dict[str, Any]:
@@ -329,23 +327,9 @@ def load_training_state(folder: Path, module: torch.nn.Module, optimizer, lr_sch
     """Restore what save_training_state wrote into the (identically built) module, optimizer and schedule."""
     model_state, optim_state = get_state_dict(module, optimizer)
     state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=str(folder / "dist"))
+    safe_dcp.load(state, folder / "dist")  # refuses pickled code a handed-over checkpoint might hide
     set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     lr_scheduler.load_state_dict(json.loads((folder / "lr_scheduler.json").read_text()))
-
-
-def swap_in(tmp: Path, final: Path) -> None:
-    """Rename the completed `tmp` folder to `final` (replacing an older `final`), then wait for all ranks.
-
-    Done only when every part is written, so a crash never leaves a half checkpoint under the final name."""
-    if dist.get_rank() == 0:
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    _barrier()
 
 
 def _barrier() -> None:
@@ -371,8 +355,8 @@ class CriticWorker:
     in samples and model.path filled in, see CriticConfig).
 
     Checkpoint: `save_checkpoint(local_dir, step)` writes local_dir/critic/ (huggingface/ that
-    AutoModelForTokenClassification reloads, dist/ shards, lr_scheduler.json) through local_dir/critic.tmp.
-    Call it after the actor's save_checkpoint of the same local_dir, which replaces the whole folder."""
+    AutoModelForTokenClassification reloads, dist/ shards, lr_scheduler.json) into the caller's staging folder
+    local_dir, beside the actor's part."""
 
     def __init__(self, config: CriticConfig | dict):
         self.config = config if isinstance(config, CriticConfig) else CriticConfig.from_dict(config)
@@ -430,25 +414,22 @@ class CriticWorker:
         from transformers import AutoModelForTokenClassification
 
         critic = self._require_critic()
-        final = Path(local_dir) / "critic"
-        tmp = final.with_name(final.name + ".tmp")
+        folder = Path(local_dir) / "critic"
         if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=True)
         _barrier()
         save_huggingface(
             critic.module,
             AutoModelForTokenClassification,
             self.config.model.dtype,
             self.tokenizer,
-            tmp / "huggingface",
+            folder / "huggingface",
         )
-        save_training_state(tmp, critic.module, self.optimizer, self.lr_scheduler)
+        save_training_state(folder, critic.module, self.optimizer, self.lr_scheduler)
         if self.rank == 0:
-            (tmp / "critic_state.json").write_text(json.dumps({"global_step": int(global_step)}))
+            (folder / "critic_state.json").write_text(json.dumps({"global_step": int(global_step)}))
         _barrier()
-        swap_in(tmp, final)
-        return str(final)
+        return str(folder)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, local_dir: str) -> dict[str, Any]:

@@ -56,7 +56,10 @@ class SearchBackendError(RuntimeError):
         where = ", ".join(self.urls) or "(no server)"
         super().__init__(
             f"search backend '{backend}' at {where}: {failures} of {total} requests failed "
-            f"after their retries; last error: {last_error}"
+            f"after their retries; last error: {last_error}. Check that the server is running and "
+            "reachable from this machine (GET <url>/health answers for the simulation and retrieval "
+            "servers); for a server that restarts slowly, allow more time with the backend's max_retries "
+            "and backoff_max_s"
         )
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,31 +10,21 @@ import ray
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from tests.verl.trainer.cli_runs import (
+    read_steps,
+    trainer_command,
+    trainer_env,
+    valid_overrides,
+    write_toy_dataset,
+)
 from verl.trainer.config import ConfigError, critic_worker_config, needs_critic, validate_config
 from verl.trainer.main_ppo import CONFIG_DIR, run
-from zerosearch.data.schema import make_row, write_dataset
-from zerosearch.templates import policy_messages
 from zerosearch.utils.serving import ServerProcess, find_free_port
-
-QUESTIONS = [
-    ("Where was Alice Smith born?", ["Paris"]),
-    ("Who employs Bob Jones?", ["Acme Corporation", "Acme"]),
-    ("Where does Carol Diaz live?", ["Rome"]),
-    ("Which university did Dan Wu attend?", ["Halvic Institute"]),
-]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.parquet"
-    rows = [
-        make_row(
-            question=q, golden_answers=a, prompt=policy_messages(q), data_source="toy", split="train", index=i
-        )
-        for i, (q, a) in enumerate(QUESTIONS)
-    ]
-    write_dataset(rows, path)
-    return path
+    return write_toy_dataset(tmp_path_factory.mktemp("data") / "train.parquet")
 
 
 def _config(overrides: list[str]) -> dict:
@@ -46,19 +33,8 @@ def _config(overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _valid_overrides(dataset: Path, model: Path) -> list[str]:
-    return [
-        f"data.train_files={dataset}",
-        f"actor_rollout_ref.model.path={model}",
-        "data.train_batch_size=4",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
-        "actor_rollout_ref.rollout.n=2",
-        "trainer.n_gpus_per_node=2",
-    ]
-
-
 def test_default_overrides_validate(dataset, tiny_model_dir):
-    validate_config(_config(_valid_overrides(dataset, tiny_model_dir)))
+    validate_config(_config(valid_overrides(dataset, tiny_model_dir)))
 
 
 @pytest.mark.parametrize(
@@ -73,10 +49,11 @@ def test_default_overrides_validate(dataset, tiny_model_dir):
         ("actor_rollout_ref.actor.loss_agg_mode=sum", "actor.loss_agg_mode"),
         ("data.overlong_prompts=ignore", "data.overlong_prompts"),
         ("data.val_files=[/no/such.parquet]", "data.val_files"),
+        ("data.skip_bad_rows=sometimes", "data.skip_bad_rows"),
     ],
 )
 def test_bad_config_names_the_key(dataset, tiny_model_dir, override, key):
-    cfg = _config([*_valid_overrides(dataset, tiny_model_dir), override])
+    cfg = _config([*valid_overrides(dataset, tiny_model_dir), override])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
         validate_config(cfg)
 
@@ -92,16 +69,16 @@ def test_bad_config_names_the_key(dataset, tiny_model_dir, override, key):
     ],
 )
 def test_bad_critic_config_names_the_key_when_the_estimator_needs_one(dataset, tiny_model_dir, override, key):
-    cfg = _config([*_valid_overrides(dataset, tiny_model_dir), "algorithm=ppo", override])
+    cfg = _config([*valid_overrides(dataset, tiny_model_dir), "algorithm=ppo", override])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(cfg)
     # GRPO builds no critic, so its section is not checked
-    validate_config(_config([*_valid_overrides(dataset, tiny_model_dir), override]))
+    validate_config(_config([*valid_overrides(dataset, tiny_model_dir), override]))
 
 
 def test_the_critic_defaults_to_the_actor_model_and_counts_samples(dataset, tiny_model_dir):
-    cfg = _config([*_valid_overrides(dataset, tiny_model_dir), "algorithm=ppo"])
-    assert needs_critic(cfg) and not needs_critic(_config(_valid_overrides(dataset, tiny_model_dir)))
+    cfg = _config([*valid_overrides(dataset, tiny_model_dir), "algorithm=ppo"])
+    assert needs_critic(cfg) and not needs_critic(_config(valid_overrides(dataset, tiny_model_dir)))
     critic = critic_worker_config(cfg)
     assert critic["model"]["path"] == str(tiny_model_dir)
     assert critic["ppo_mini_batch_size"] == 4 * 2  # 4 prompts x rollout.n 2
@@ -109,7 +86,7 @@ def test_the_critic_defaults_to_the_actor_model_and_counts_samples(dataset, tiny
 
 
 def test_unknown_search_backend_fails_before_any_worker_starts(dataset, tiny_model_dir):
-    cfg = _config([*_valid_overrides(dataset, tiny_model_dir), "search.name=bing"])
+    cfg = _config([*valid_overrides(dataset, tiny_model_dir), "search.name=bing"])
     ray_was_running = ray.is_initialized()  # other test modules may share a session cluster
     with pytest.raises(ConfigError, match="unknown search backend 'bing'"):
         run(cfg)
@@ -120,48 +97,15 @@ def _train_three_steps(dataset: Path, model: Path, tmp_path: Path, extra: list[s
     """python -m verl.trainer.main_ppo on CPU: 2 FSDP ranks, the built-in simulation server, 3 steps;
     returns the run folder."""
     run_dir = tmp_path / "run"
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "WANDB_MODE": "offline",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
     with ServerProcess("zerosearch.simulation.server", ["--model", str(model)], find_free_port()) as sim:
-        cmd = [
-            sys.executable,
-            "-m",
-            "verl.trainer.main_ppo",
-            *_valid_overrides(dataset, model),
-            f"data.val_files=[{dataset}]",
-            "data.max_prompt_length=512",
-            f"search.urls=[{sim.url}]",
-            "actor_rollout_ref.actor.optim.lr=1e-3",
-            # An untrained model rarely answers, so rewards (and GRPO advantages) are 0: the entropy bonus is
-            # what gives the update a gradient, proving the trained weights reach the checkpoint.
-            "actor_rollout_ref.actor.entropy_coeff=0.01",
-            "actor_rollout_ref.rollout.response_length=16",
-            "agent.max_tokens_per_turn=16",
-            "agent.max_response_length=256",
-            "agent.max_obs_length=128",
-            "agent.max_turns=1",
-            "algorithm.skip_step_without_signal=false",
-            "trainer.total_training_steps=3",
-            "trainer.test_freq=0",
-            "trainer.save_freq=0",
-            "trainer.val_before_train=false",
-            "trainer.ray_num_cpus=2",
-            "trainer.sample_table_freq=1",
-            f"trainer.default_local_dir={run_dir}",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
-            *extra,
-        ]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        cmd = trainer_command(dataset, model, sim.url, run_dir, 3, extra)
+        proc = subprocess.run(cmd, env=trainer_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir
 
 
 def _steps(run_dir: Path) -> list[dict]:
-    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = read_steps(run_dir)
     assert [s["step"] for s in steps] == [1, 2, 3]
     return steps
 

@@ -137,7 +137,6 @@ def test_resume_from_checkpoint_repeats_the_next_step_exactly(two_ranks):
 
 def test_checkpoint_huggingface_folder_reloads_and_generates(two_ranks):
     checkpoint = Path(two_ranks["checkpoint"])
-    assert not checkpoint.with_name(checkpoint.name + ".tmp").exists()
     hf_dir = checkpoint / "actor" / "huggingface"
     assert (hf_dir / "model.safetensors").is_file()
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir))
