@@ -193,6 +193,7 @@ def test_sigkill_in_step_4_then_resume_equals_the_uninterrupted_run(
         "data.train_batch_size=2",
         "actor_rollout_ref.actor.ppo_mini_batch_size=2",
         "trainer.save_freq=3",
+        "trainer.max_actor_ckpt_to_keep=1",
         "trainer.sample_table_rows=8",
         "actor_rollout_ref.actor.optim.lr=1e-4",  # slow enough that the policy keeps searching
         "curriculum.start=0.5",  # noisy and useful documents both in play, and the share rises
@@ -231,6 +232,8 @@ def test_sigkill_in_step_4_then_resume_equals_the_uninterrupted_run(
         and "global_step_3" in (tmp_path / "c.log").read_text()
     )
     assert not stale.exists()
+    for run_dir in (straight, killed):  # keep the last 1: step 3's checkpoint went once step 6's was complete
+        assert [step for step, _ in ckpt.list_checkpoints(run_dir / "checkpoints")] == [6]
     a, b = read_steps(straight), read_steps(killed)
     assert [s["step"] for s in a] == [s["step"] for s in b] == [1, 2, 3, 4, 5, 6]
     assert _questions_per_step(killed) == _questions_per_step(straight)
