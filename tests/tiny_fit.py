@@ -1,5 +1,5 @@
-"""Fitting the tiny test model to a few token sequences: how tests get a policy that already acts (searches,
-answers) without the SFT trainer's machinery."""
+"""Shaping the tiny test model: fitting it to a few token sequences (a policy that already searches and
+answers, without the SFT trainer's machinery) or sharpening its random weights (varied greedy outputs)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,14 @@ def fit_tiny_model(
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(out)
     return out
+
+
+def sharpen(model: torch.nn.Module, seed: int, std: float = 0.15) -> torch.nn.Module:
+    """Redraw every matrix with a larger spread: the untrained tiny model repeats one token under greedy
+    decoding, which would hide errors; with these weights greedy outputs vary token by token."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, std, generator=gen)
+    return model

@@ -67,6 +67,16 @@ class WorkerGroupRollout(RolloutEngine):
     def update_weights(self, named_tensors) -> None:
         raise RuntimeError("the workers sync their rollout weights after every actor update")
 
+    @contextmanager
+    def awake(self):
+        """The rollout engines hold their memory (KV cache, weights) for the whole block: every turn of a
+        batch's rollout, not one generation call, so a sleeping engine is woken once per phase."""
+        self.worker_group.wake_rollout()
+        try:
+            yield
+        finally:
+            self.worker_group.sleep_rollout()
+
 
 @contextmanager
 def _timer(name: str, timings: dict[str, float]):
@@ -162,7 +172,7 @@ class RayPPOTrainer:
                 [uuid.uuid4().hex for _ in range(len(prompts))], dtype=object
             )
             batch = prompts.repeat(n, interleave=True)
-            with self._stage("gen", timings):
+            with self._stage("gen", timings), self.engine.awake():
                 gen, metrics = self.agent.rollout(
                     batch, self.engine, self._train_params(), self.global_step, False
                 )
@@ -298,7 +308,8 @@ class RayPPOTrainer:
         per_source: dict[str, dict[str, list[float]]] = {}
         for items in validation_loader(self.val_dataset, self.cfg["data"]["val_batch_size"]):
             batch = batch_from_items(items)
-            gen, _ = self.agent.rollout(batch, self.engine, self._val_params(), self.global_step, True)
+            with self.engine.awake():
+                gen, _ = self.agent.rollout(batch, self.engine, self._val_params(), self.global_step, True)
             batch = batch.union(gen)
             texts = policy_texts(batch, self.tokenizer)
             for key, values in self.reward.answer_metrics(texts, batch).items():

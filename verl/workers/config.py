@@ -167,6 +167,14 @@ class RolloutConfig:
     dtype: str = "float32"
     log_prob_micro_batch_size_per_gpu: int = 8
     seed: int | None = None
+    # vLLM engine options (name: vllm); the transformers backend ignores them.
+    tensor_model_parallel_size: int = 1
+    load_format: str = "dummy"
+    free_cache_engine: bool | None = None
+    sleep_level: int = 1
+    gpu_memory_utilization: float = 0.5
+    max_model_len: int | None = None
+    enforce_eager: bool = True
 
     def __post_init__(self):
         _non_negative("rollout.temperature", self.temperature)
@@ -177,6 +185,19 @@ class RolloutConfig:
         _positive("rollout.response_length", self.response_length)
         _dtype("rollout.dtype", self.dtype)
         _positive("rollout.log_prob_micro_batch_size_per_gpu", self.log_prob_micro_batch_size_per_gpu)
+        _positive("rollout.tensor_model_parallel_size", self.tensor_model_parallel_size)
+        if self.load_format not in ("dummy", "auto", "safetensors"):
+            raise ValueError(
+                f"rollout.load_format must be dummy, auto or safetensors, got {self.load_format!r}"
+            )
+        if self.sleep_level not in (1, 2):
+            raise ValueError(f"rollout.sleep_level must be 1 or 2, got {self.sleep_level}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"rollout.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        if self.max_model_len is not None:
+            _positive("rollout.max_model_len", self.max_model_len)
 
 
 @dataclass

@@ -99,6 +99,11 @@ class ActorRolloutRefWorker:
         self.device = local_device()
         model_config = self.config.model
         self.tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer_path or model_config.path)
+        if self.has_rollout:  # first: an engine reserving device memory must do it before training takes any
+            rollout_cls = get_rollout_class(self.config.rollout.name)
+            self.rollout = rollout_cls.from_config(
+                model_config.path, self.tokenizer, self.device, self.config.rollout
+            )
         if self.has_actor:
             actor_config = self.config.actor
             if actor_config.ppo_mini_batch_size % self.world_size:
@@ -122,14 +127,8 @@ class ActorRolloutRefWorker:
                 module,
                 log_prob_micro_batch_size=self.config.ref.log_prob_micro_batch_size_per_gpu,
             )
-        if self.has_rollout:
-            rollout_cls = get_rollout_class(self.config.rollout.name)
-            self.rollout = rollout_cls(
-                model_config.path,
-                tokenizer=self.tokenizer,
-                device=self.device,
-                dtype=self.config.rollout.dtype,
-            )
+        # The rollout may have started from dummy weights (vLLM): it generates with the actor's from now on.
+        self._sync_rollout_weights()
 
     def _require(self, part: str) -> None:
         if getattr(self, part) is None:
@@ -171,11 +170,7 @@ class ActorRolloutRefWorker:
             )
         params = self._sampling_params(data.meta_info)
         prompts = [[int(t) for t in ids] for ids in data.non_tensor_batch["prompt_token_ids"]]
-        self.rollout.wake_up()
-        try:
-            outputs = [sample for samples in self.rollout.generate(prompts, params) for sample in samples]
-        finally:
-            self.rollout.sleep()
+        outputs = [sample for samples in self.rollout.generate(prompts, params) for sample in samples]
         columns: dict[str, Any] = {
             "response_token_ids": [list(o.token_ids) for o in outputs],
             "finish_reason": [o.finish_reason for o in outputs],
@@ -183,6 +178,18 @@ class ActorRolloutRefWorker:
         if params.logprobs:
             columns["response_logprobs"] = [list(o.logprobs or []) for o in outputs]
         return DataProto.from_dict(non_tensors=columns)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def wake_rollout(self) -> None:
+        """Give the rollout engine its memory back before a rollout phase (all turns of a batch)."""
+        self._require("rollout")
+        self.rollout.wake_up()
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def sleep_rollout(self) -> None:
+        """Free the rollout engine's memory for training until the next rollout phase."""
+        self._require("rollout")
+        self.rollout.sleep()
 
     def _sync_rollout_weights(self) -> None:
         """Stream the actor's full weights into the rollout engine, one tensor at a time."""

@@ -74,6 +74,11 @@ class RolloutEngine(ABC):
         that shares the training module's parameters may treat it as a no-op.
         """
 
+    @classmethod
+    def from_config(cls, model_path, tokenizer, device, config) -> RolloutEngine:
+        """The engine for a worker: `config` is its `actor_rollout_ref.rollout` section (RolloutConfig)."""
+        return cls(model_path, tokenizer=tokenizer, device=device, dtype=config.dtype)
+
     def sleep(self) -> None:
         """Release generation memory (KV cache, weights) between rollouts; a no-op where nothing is held."""
         return None
@@ -98,7 +103,20 @@ def register_rollout(name: str):
     return wrap
 
 
+# Backends whose module imports an optional engine: loaded on first use, so the others work without it.
+_OPTIONAL_BACKENDS = {"vllm": "verl.workers.rollout.vllm"}
+
+
 def get_rollout_class(name: str) -> type[RolloutEngine]:
+    if name not in ROLLOUT_ENGINES and name in _OPTIONAL_BACKENDS:
+        import importlib
+
+        try:
+            importlib.import_module(_OPTIONAL_BACKENDS[name])
+        except ImportError as e:
+            raise ImportError(
+                f"rollout.name={name!r} needs its engine installed ({e}); see docs/engine.md (vLLM rollout)"
+            ) from e
     if name not in ROLLOUT_ENGINES:
         known = ", ".join(sorted(ROLLOUT_ENGINES)) or "none"
         raise ValueError(f"rollout.name={name!r} is not a known rollout backend; known: {known}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tests.verl.workers.rollout.conftest import sharpen
+from tests.tiny_fit import sharpen
 from verl.workers.rollout import HFRollout, RolloutSamplingParams, get_rollout_class
 
 GREEDY = RolloutSamplingParams(temperature=0, max_tokens=16)
