@@ -1,0 +1,91 @@
+"""scripts/serve_simulator.sh: each engine started for real on 127.0.0.1, then searched through the
+simulate_sft client (vLLM's own OpenAI server needs vLLM: make test-vllm-cpu)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llm_agent.search import SearchRequest
+from zerosearch.search import SimulateConfig, SimulateSFTBackend
+from zerosearch.utils.serving import find_free_port
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "serve_simulator.sh"
+
+
+def _serve(engine: str, model: Path, port: int, extra: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHON": sys.executable, "VLLM_CPU_KVCACHE_SPACE": "1", "HEALTH_TIMEOUT": "300"}
+    return subprocess.Popen(
+        ["bash", str(SCRIPT), engine, str(model), str(port), "--", *extra],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen, log: Path, limit_s: float = 320) -> None:
+    deadline = time.monotonic() + limit_s
+    while "serve_simulator.sh: " not in log.read_text() or " serves " not in log.read_text():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def _search_through(engine: str, model: Path, extra: list[str], tmp_path: Path) -> list:
+    port, log = find_free_port(), tmp_path / f"{engine}.log"
+    proc = _serve(engine, model, port, extra, log)
+    try:
+        _wait_ready(proc, log)
+        config = SimulateConfig(
+            urls=f"http://127.0.0.1:{port}", model="simulator", max_tokens=16, max_retries=0
+        )
+        requests = [
+            SearchRequest(f"query {i}", f"question {i}?", (f"answer {i}",), 0.5, seed=i) for i in range(4)
+        ]
+        with SimulateSFTBackend(config) as backend:
+            return backend.search(requests)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the script's trap stops the server too
+        proc.wait(timeout=60)
+
+
+def _check(results: list) -> None:
+    assert [r.error for r in results] == [None] * 4
+    assert all(
+        r.meta["model"] == "simulator" and r.meta["finish_reason"] in ("stop", "length") for r in results
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_the_builtin_server_comes_up_healthy_and_answers_the_client(tiny_model_dir, tmp_path):
+    _check(_search_through("builtin", tiny_model_dir, [], tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
+def test_vllm_serve_answers_the_simulate_client(tiny_model_dir, tmp_path):
+    """A server nobody here wrote: vLLM's own OpenAI server (CPU build) behind the simulate_sft client."""
+    pytest.importorskip("vllm")
+    _check(
+        _search_through("vllm", tiny_model_dir, ["--dtype", "float32", "--max-model-len", "1024"], tmp_path)
+    )
+
+
+def test_an_unknown_engine_or_port_is_refused(tiny_model_dir):
+    bad_engine = subprocess.run(
+        ["bash", str(SCRIPT), "tgi", str(tiny_model_dir)], capture_output=True, text=True
+    )
+    assert bad_engine.returncode == 2 and "unknown engine 'tgi'" in bad_engine.stderr
+    bad_port = subprocess.run(
+        ["bash", str(SCRIPT), "vllm", str(tiny_model_dir), "80x"], capture_output=True, text=True
+    )
+    assert bad_port.returncode == 2 and "PORT must be a number" in bad_port.stderr
