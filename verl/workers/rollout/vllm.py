@@ -116,6 +116,11 @@ class VLLMRollout(RolloutEngine):
         }
         if on_cuda:
             engine_args["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # A chunked prefill discards the sample drawn for the unfinished prompt and rewinds that
+            # request's seeded generator, which CPU generators cannot do ("CPU Generator does not use
+            # offset"): on CPU, prompts are prefilled whole.
+            engine_args["enable_chunked_prefill"] = False
         if max_model_len is not None:
             engine_args["max_model_len"] = max_model_len
         if world > 1:

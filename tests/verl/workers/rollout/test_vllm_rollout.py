@@ -165,3 +165,16 @@ def test_stop_strings_eos_and_seeded_samples(engine, hf_model, token_prompts, sh
         token_prompts[:1], RolloutSamplingParams(temperature=1.0, max_tokens=8, n=3, seed=6)
     )
     assert [s.token_ids for s in reseeded[0]] != [s.token_ids for s in first[0]]
+
+
+def test_a_large_seeded_batch_samples_reproducibly(engine, sharp_model_dir):
+    """More prompt tokens than one engine step takes: prefill must not be chunked on CPU, where a seeded
+    request's generator cannot be rewound (vLLM raised "CPU Generator does not use offset")."""
+    tokenizer = AutoTokenizer.from_pretrained(str(sharp_model_dir))
+    prompts = [
+        tokenizer(" ".join(TEXTS * 14) + f" {i}", add_special_tokens=False)["input_ids"] for i in range(48)
+    ]
+    params = RolloutSamplingParams(temperature=1.0, max_tokens=8, n=2, seed=3)
+    first, again = engine.generate(prompts, params), engine.generate(prompts, params)
+    assert sum(len(p) for p in prompts) > 12_000
+    assert [[s.token_ids for s in o] for o in first] == [[s.token_ids for s in o] for o in again]
