@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 DTYPES = {
@@ -97,17 +97,20 @@ def shard_model(
     mesh: DeviceMesh | None = None,
     param_dtype: torch.dtype | None = None,
     reduce_dtype: torch.dtype | None = None,
+    offload: bool = False,
 ) -> nn.Module:
     """Apply FSDP2 in place: each decoder layer is its own unit (its weights are gathered only while it runs),
     then the root takes what is left (embeddings, final norm, lm_head; tied weights stay one parameter).
 
     param_dtype/reduce_dtype: optional mixed precision (compute in param_dtype, reduce gradients in
-    reduce_dtype); None keeps the stored dtype."""
+    reduce_dtype); None keeps the stored dtype. offload: keep the shards (and so the optimizer state and
+    gradients) in pinned CPU memory between uses, copying each unit to the GPU only while it computes."""
     mesh = mesh or world_mesh()
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    placement = CPUOffloadPolicy(pin_memory=True) if offload else OffloadPolicy()
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        fully_shard(layer, mesh=mesh, mp_policy=policy, offload_policy=placement)
+    fully_shard(model, mesh=mesh, mp_policy=policy, offload_policy=placement)
     return model
 
 

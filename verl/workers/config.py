@@ -75,10 +75,12 @@ class OptimConfig:
 
 @dataclass
 class FSDPConfig:
-    """actor.fsdp_config / ref.fsdp_config: mixed precision (None = compute in the stored dtype)."""
+    """actor.fsdp_config / ref.fsdp_config: mixed precision (None = compute in the stored dtype) and, on GPU,
+    parameter offload to CPU memory between uses."""
 
     param_dtype: str | None = None
     reduce_dtype: str | None = None
+    param_offload: bool = False
 
     def __post_init__(self):
         _dtype("fsdp_config.param_dtype", self.param_dtype)

@@ -295,10 +295,17 @@ def shard_on_device(
     if not trainable:
         module.requires_grad_(False)
         module.eval()
+    if fsdp_config.param_offload and device.type != "cuda":
+        raise ValueError(
+            "fsdp_config.param_offload moves parameters from the GPU to CPU memory between uses; "
+            f"this rank computes on {device}, so there is nothing to offload (set it to false)"
+        )
     module.to(device)
     param_dtype = parse_dtype(fsdp_config.param_dtype) if fsdp_config.param_dtype else None
     reduce_dtype = parse_dtype(fsdp_config.reduce_dtype) if fsdp_config.reduce_dtype else None
-    return shard_model(module, param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    return shard_model(
+        module, param_dtype=param_dtype, reduce_dtype=reduce_dtype, offload=fsdp_config.param_offload
+    )
 
 
 def save_huggingface(module: torch.nn.Module, auto_cls: type, dtype: str, tokenizer: Any, path: Path) -> None:

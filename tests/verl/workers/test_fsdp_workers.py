@@ -146,3 +146,12 @@ def test_checkpoint_huggingface_folder_reloads_and_generates(two_ranks):
     prompt = tokenizer("Question: Where was Alice Smith born?", return_tensors="pt")
     output = model.generate(**prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert output.shape[1] == prompt["input_ids"].shape[1] + 3
+
+
+def test_param_offload_on_a_cpu_rank_is_refused_naming_the_key(tiny_model_dir):
+    from verl.workers.config import FSDPConfig
+    from verl.workers.fsdp_workers import shard_on_device
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    with pytest.raises(ValueError, match="fsdp_config.param_offload"):
+        shard_on_device(model, torch.device("cpu"), FSDPConfig(param_offload=True), trainable=True)
