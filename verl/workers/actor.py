@@ -80,6 +80,38 @@ def trim_padding(micro: DataProto) -> TrimmedBatch:
     )
 
 
+@dataclass
+class PackedBatch:
+    """A trimmed micro-batch with its padding removed: every row's real tokens one after another in a single
+    row, positions restarting at 0 for each sequence (so attention stays within each sequence: see pack)."""
+
+    input_ids: torch.Tensor  # [1, T]
+    position_ids: torch.Tensor  # [1, T]
+    predicting: torch.Tensor  # [n] positions in the packed row whose logits predict a real response token
+    rows: torch.Tensor  # [n] the micro-batch row of each of them
+    columns: torch.Tensor  # [n] the response column of each of them
+
+
+def pack(trimmed: TrimmedBatch) -> PackedBatch:
+    """Pack a trimmed micro-batch (padding-free forward, verl's use_remove_padding).
+
+    Why it is exact: position_ids count each row's real tokens from 0, and transformers reads a reset of
+    position_ids in one row without an attention mask as the start of a new sequence (block-diagonal causal
+    attention in sdpa/eager, varlen kernels in flash attention). The logit predicting response token t of a
+    row sits at that row's token prompt_len + t - 1, found through the running index of real tokens."""
+    mask = trimmed.attention_mask.bool()
+    index = mask.flatten().cumsum(0).view(mask.shape) - 1  # packed position of each real token
+    response_real = mask[:, trimmed.prompt_len : trimmed.prompt_len + trimmed.response_len]
+    rows, columns = torch.nonzero(response_real, as_tuple=True)
+    return PackedBatch(
+        trimmed.input_ids[mask].unsqueeze(0),
+        trimmed.position_ids[mask].unsqueeze(0),
+        index[rows, trimmed.prompt_len + columns - 1],
+        rows,
+        columns,
+    )
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -138,6 +170,7 @@ class DataParallelPPOActor:
         optimizer: torch.optim.Optimizer | None = None,
         mini_batch_size: int | None = None,
         log_prob_micro_batch_size: int = 8,
+        remove_padding: bool = False,
     ):
         if log_prob_micro_batch_size < 1:
             raise ValueError(f"log_prob_micro_batch_size must be >= 1, got {log_prob_micro_batch_size}")
@@ -146,6 +179,7 @@ class DataParallelPPOActor:
         self.optimizer = optimizer
         self.mini_batch_size = mini_batch_size or config.ppo_mini_batch_size
         self.log_prob_micro_batch_size = log_prob_micro_batch_size
+        self.remove_padding = remove_padding
 
     def _forward(
         self, micro: DataProto, temperature: float, calculate_entropy: bool
@@ -158,6 +192,8 @@ class DataParallelPPOActor:
         trimmed = trim_padding(micro)
         responses = micro.batch["responses"][:, : trimmed.response_len]
         device = next(self.module.parameters()).device
+        if self.remove_padding:
+            return self._forward_packed(trimmed, responses, device, temperature, calculate_entropy)
         # Only the logits that predict response tokens are computed: the vocabulary projection of every
         # prompt position would be thrown away.
         output = self.module(
@@ -173,6 +209,35 @@ class DataParallelPPOActor:
         log_probs = trimmed.pad_responses(log_probs)
         entropy = None if entropy is None else trimmed.pad_responses(entropy)
         return log_probs, entropy
+
+    def _forward_packed(
+        self,
+        trimmed: TrimmedBatch,
+        responses: torch.Tensor,
+        device,
+        temperature: float,
+        calculate_entropy: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """_forward without padding: one packed row, logits only at the positions that predict real response
+        tokens, scattered back to [b, R] (0 at padding, which response_mask excludes anyway)."""
+        packed = pack(trimmed)
+        output = self.module(
+            input_ids=packed.input_ids.to(device),
+            position_ids=packed.position_ids.to(device),
+            use_cache=False,
+            logits_to_keep=packed.predicting.to(device),
+        )
+        logits = output.logits[0].float() / temperature
+        rows, columns = packed.rows.to(device), packed.columns.to(device)
+        targets = responses.to(device)[rows, columns]
+        picked = F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        shape = (trimmed.input_ids.shape[0], trimmed.response_len)
+        log_probs = torch.zeros(shape, device=device, dtype=picked.dtype).index_put((rows, columns), picked)
+        entropy = None
+        if calculate_entropy:
+            values = core_algos.entropy_from_logits(logits)
+            entropy = torch.zeros(shape, device=device, dtype=values.dtype).index_put((rows, columns), values)
+        return trimmed.pad_responses(log_probs), None if entropy is None else trimmed.pad_responses(entropy)
 
     @torch.no_grad()
     def compute_log_prob(

@@ -95,6 +95,7 @@ class ModelConfig:
     tokenizer_path: str | None = None
     dtype: str = "float32"
     enable_gradient_checkpointing: bool = False
+    use_remove_padding: bool = False
 
     def __post_init__(self):
         if not self.path:

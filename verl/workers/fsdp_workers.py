@@ -119,6 +119,7 @@ class ActorRolloutRefWorker:
                 self.optimizer,
                 mini_batch_size=actor_config.ppo_mini_batch_size // self.world_size,
                 log_prob_micro_batch_size=self.config.rollout.log_prob_micro_batch_size_per_gpu,
+                remove_padding=model_config.use_remove_padding,
             )
         if self.has_ref:
             module = self._load_sharded(self.config.ref.fsdp_config, trainable=False)
@@ -126,6 +127,7 @@ class ActorRolloutRefWorker:
                 self.config.actor,
                 module,
                 log_prob_micro_batch_size=self.config.ref.log_prob_micro_batch_size_per_gpu,
+                remove_padding=model_config.use_remove_padding,
             )
         # The rollout may have started from dummy weights (vLLM): it generates with the actor's from now on.
         self._sync_rollout_weights()

@@ -223,3 +223,26 @@ def test_update_names_missing_columns_and_bad_mini_batches(scenarios, tiny_model
     actor.mini_batch_size = 5
     with pytest.raises(ValueError, match="ppo_mini_batch_size"):
         actor.update_policy(_data(scenarios, model, actor))
+
+
+def test_the_padding_free_packed_forward_equals_the_padded_one(scenarios, sharp_model_dir):
+    """use_remove_padding: a micro-batch packed into one row (positions restarting per sequence) gives the
+    padded forward's log-probs, entropies and update gradients at every real response token."""
+    results = []
+    for remove_padding in (False, True):
+        model = _model(sharp_model_dir)
+        actor = _actor(model, ppo_micro_batch_size_per_gpu=5, entropy_coeff=0.01)
+        actor.remove_padding = remove_padding
+        data = _data(scenarios, model, actor)
+        log_probs, entropy = actor.compute_log_prob(data, calculate_entropy=True)
+        actor.update_policy(data)
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        results.append((log_probs, entropy, grads, data))
+    (lp, ent, grads, data), (lp_packed, ent_packed, grads_packed, _) = results
+    real = data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].bool()
+    assert real.sum() < real.numel()  # the batch really has padding to drop
+    torch.testing.assert_close(lp_packed[real], lp[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent_packed[real], ent[real], atol=1e-5, rtol=0)
+    assert (lp_packed[~real] == 0).all()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_packed[name], grad, atol=1e-5, rtol=1e-4, msg=name)
