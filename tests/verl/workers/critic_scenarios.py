@@ -10,14 +10,12 @@ resumes from it; rank 0 writes the results to OUT_DIR/result.pt.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from verl.protocol import DataProto
-from verl.utils.fsdp import full_state_dict_rank0, init_distributed
+from verl.utils.fsdp import full_state_dict_rank0
 from verl.workers.fsdp_workers import CriticWorker
 
 
@@ -77,15 +75,7 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     }
 
 
-def main() -> None:
-    model_dir, out = sys.argv[1], Path(sys.argv[2])
-    rank, world = init_distributed()
-    result = run(model_dir, out, rank, world)
-    if rank == 0:
-        torch.save(result, out / "result.pt")
-    dist.barrier()
-    dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    main()
+    from dist_scenarios import run_on_this_rank
+
+    run_on_this_rank(run)

@@ -148,10 +148,12 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     }
 
 
-def main() -> None:
+def run_on_this_rank(scenario) -> None:
+    """The body of every scenario script: join the process group (from RANK, WORLD_SIZE, ...), run
+    `scenario(model_dir, out_dir, rank, world)` with argv's MODEL_DIR OUT_DIR, and save rank 0's result."""
     model_dir, out = sys.argv[1], Path(sys.argv[2])
     rank, world = init_distributed()
-    result = run(model_dir, out, rank, world)
+    result = scenario(model_dir, out, rank, world)
     if rank == 0:
         torch.save(result, out / "result.pt")
     dist.barrier()
@@ -159,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_on_this_rank(run)

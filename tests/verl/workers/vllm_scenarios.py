@@ -16,12 +16,12 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from verl.protocol import DataProto  # noqa: E402
-from verl.utils.fsdp import init_distributed, iter_full_weights  # noqa: E402
+from verl.utils.fsdp import iter_full_weights  # noqa: E402
 from verl.workers.fsdp_workers import ActorRolloutRefWorker  # noqa: E402
 from verl.workers.rollout.hf import HFRollout  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_scenarios import config, gather, make_batch, train_step  # noqa: E402
+from dist_scenarios import config, gather, make_batch, run_on_this_rank, train_step  # noqa: E402
 
 PROMPTS = [[5, 9, 14, 3], [7, 7, 20], [11, 4, 30, 8, 2], [6, 12]]
 GREEDY = {"n": 1, "temperature": 0.0, "max_tokens": 6, "logprobs": True}
@@ -55,7 +55,7 @@ def _reference(worker: ActorRolloutRefWorker, model_dir: str, rank: int, world: 
     return [(o[0].token_ids, o[0].logprobs) for o in outs]
 
 
-def run(model_dir: str, rank: int, world: int) -> dict:
+def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     cfg = config(model_dir)
     cfg["rollout"] = {"name": "vllm", "log_prob_micro_batch_size_per_gpu": 5, "max_model_len": 256}
     worker = ActorRolloutRefWorker(cfg, role="actor_rollout")
@@ -73,15 +73,5 @@ def run(model_dir: str, rank: int, world: int) -> dict:
     return results
 
 
-def main() -> None:
-    model_dir, out = sys.argv[1], Path(sys.argv[2])
-    rank, world = init_distributed()
-    result = run(model_dir, rank, world)
-    if rank == 0:
-        torch.save(result, out / "result.pt")
-    dist.barrier()
-    dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    main()
+    run_on_this_rank(run)
