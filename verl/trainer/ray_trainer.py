@@ -351,9 +351,9 @@ class RayPPOTrainer:
         if mode == "auto":
             return ckpt.find_latest_checkpoint(self.ckpt_root)
         path = Path(mode)
-        if not (path / "trainer_state.json").is_file() and ckpt.find_latest_checkpoint(path) is not None:
-            return ckpt.find_latest_checkpoint(path)
-        return path
+        if (path / "trainer_state.json").is_file():
+            return path
+        return ckpt.find_latest_checkpoint(path) or path  # a checkpoints root, else loading names the problem
 
     def maybe_resume(self) -> None:
         """Restore model, optimizer, schedule, RNG, data position, KL coefficient and step (so the curriculum)."""

@@ -129,8 +129,8 @@ class ActorRolloutRefWorker:
                 log_prob_micro_batch_size=self.config.ref.log_prob_micro_batch_size_per_gpu,
                 remove_padding=model_config.use_remove_padding,
             )
-        # The rollout may have started from dummy weights (vLLM): it generates with the actor's from now on.
-        self._sync_rollout_weights()
+        if self.rollout is not None and self.rollout.needs_initial_weights:  # vLLM's dummy start
+            self._sync_rollout_weights()
 
     def _require(self, part: str) -> None:
         if getattr(self, part) is None:

@@ -147,13 +147,10 @@ def _comparable(step: dict) -> dict:
 
 def _questions_per_step(run_dir: Path) -> dict[int, list[str]]:
     """The questions each step trained on (a re-run step's rows replace the killed attempt's)."""
-    per_step: dict[int, list[str]] = {}
+    rows: dict[int, list[str]] = {}
     for record in read_samples(run_dir):
-        per_step.setdefault(record["step"], [])
-    for step in per_step:
-        rows = [r for r in read_samples(run_dir) if r["step"] == step]
-        per_step[step] = [r["row"]["question"] for r in rows[-8:]]
-    return per_step
+        rows.setdefault(record["step"], []).append(record["row"]["question"])
+    return {step: questions[-8:] for step, questions in rows.items()}
 
 
 def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, log: Path, limit_s: float = 300) -> None:

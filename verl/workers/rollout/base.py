@@ -58,7 +58,12 @@ class RolloutOutput:
 
 
 class RolloutEngine(ABC):
-    """A generation engine holding (a copy of) the policy's weights."""
+    """A generation engine holding (a copy of) the policy's weights.
+
+    `needs_initial_weights`: the engine started without the policy's weights (vLLM's dummy load), so the
+    worker pushes them once before the first rollout; engines that load the checkpoint need no such push."""
+
+    needs_initial_weights: bool = False
 
     @abstractmethod
     def generate(

@@ -39,7 +39,7 @@ from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSampl
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _dtype_name(dtype: str | torch.dtype) -> str:
@@ -47,7 +47,7 @@ def _dtype_name(dtype: str | torch.dtype) -> str:
         return str(dtype).removeprefix("torch.")
     if dtype not in _DTYPES:
         raise ValueError(f"VLLMRollout: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[dtype]
+    return dtype
 
 
 @register_rollout("vllm")
@@ -95,6 +95,7 @@ class VLLMRollout(RolloutEngine):
                 "VLLMRollout: enable_sleep_mode needs CUDA (vLLM's CPU backend has no sleep mode)"
             )
         self.sleep_level = sleep_level
+        self.needs_initial_weights = load_format == "dummy"
         self.tokenizer = tokenizer
         world = dist.get_world_size() if dist.is_initialized() else 1
         if world % tensor_parallel_size:
@@ -152,10 +153,6 @@ class VLLMRollout(RolloutEngine):
             seed=config.seed or 0,
         )
 
-    @property
-    def model_config(self):
-        return self.llm.llm_engine.model_config
-
     # ----- generation -----------------------------------------------------------------------------------
 
     def generate(
@@ -165,7 +162,7 @@ class VLLMRollout(RolloutEngine):
         from vllm.inputs import TokensPrompt
 
         mine = [list(map(int, p)) for p in prompts]
-        everyone = self._gather_tp(mine)
+        everyone, start = self._gather_tp(mine)
         # One request per (prompt, sample), each with its own derived seed: a sample's draws never depend
         # on what else is in the batch, as in the transformers backend.
         requests, sampling = [], []
@@ -190,7 +187,7 @@ class VLLMRollout(RolloutEngine):
         outputs = self.llm.generate(requests, sampling, use_tqdm=False) if requests else []
         samples = [self._sample(out.outputs[0], params.logprobs) for out in outputs]
         grouped = [samples[i * params.n : (i + 1) * params.n] for i in range(len(everyone))]
-        return self._my_share(grouped, len(mine))
+        return grouped[start : start + len(mine)]
 
     @staticmethod
     def _sample(completion, want_logprobs: bool) -> RolloutOutput:
@@ -208,19 +205,14 @@ class VLLMRollout(RolloutEngine):
             ]
         return RolloutOutput(ids, reason, logprobs)
 
-    def _gather_tp(self, prompts: list[list[int]]) -> list[list[int]]:
+    def _gather_tp(self, prompts: list[list[int]]) -> tuple[list[list[int]], int]:
+        """The prompts of this rank's whole TP group, in rank order, and where this rank's own begin."""
         if self._tp_group is None:
-            return prompts
+            return prompts, 0
         parts: list[Any] = [None] * self.tp_size
         dist.all_gather_object(parts, prompts, group=self._tp_group)
-        self._tp_counts = [len(p) for p in parts]
-        return [p for part in parts for p in part]
-
-    def _my_share(self, grouped: list, count: int) -> list:
-        if self._tp_group is None:
-            return grouped
-        start = sum(self._tp_counts[: dist.get_rank(self._tp_group)])
-        return grouped[start : start + count]
+        start = sum(len(p) for p in parts[: dist.get_rank(self._tp_group)])
+        return [p for part in parts for p in part], start
 
     # ----- weights and memory ---------------------------------------------------------------------------
 
