@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--pretrain-reading", type=int, default=defaults.pretrain_reading)
     b.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
     b.add_argument(
+        "--whole-word-names",
+        action="store_true",
+        help="make each word of the names training may see one token (docs/toyworld.md; off by default)",
+    )
+    b.add_argument(
         "--policy-template",
         default=defaults.policy_template,
         help="template name or file for the dataset prompts",
@@ -80,6 +85,7 @@ def _config(args: argparse.Namespace) -> BuildConfig:
         pretrain_copy=args.pretrain_copy,
         pretrain_reading=args.pretrain_reading,
         vocab_size=args.vocab_size,
+        whole_word_names=args.whole_word_names,
         policy_template=args.policy_template,
         with_model=not args.no_model,
     )

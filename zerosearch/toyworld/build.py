@@ -19,7 +19,7 @@ from zerosearch.toyworld.corpus import build_corpus, write_corpus
 from zerosearch.toyworld.pretrain import build_pretrain_texts, write_pretrain
 from zerosearch.toyworld.questions import build_questions, dataset_rows
 from zerosearch.toyworld.simtune import build_simtune_pairs, write_pairs
-from zerosearch.toyworld.world import WorldConfig, generate_world
+from zerosearch.toyworld.world import World, WorldConfig, generate_world
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class BuildConfig:
     pretrain_copy: int = 4000
     pretrain_reading: int = 6000
     vocab_size: int = 2048
+    whole_word_names: bool = False
     policy_template: str = "policy_default"
     with_model: bool = True
 
@@ -93,6 +94,23 @@ def file_hashes(out: Path) -> dict[str, str]:
         for p in sorted(out.rglob("*"))
         if p.is_file() and p.name != "manifest.json"
     }
+
+
+def entity_words(world: World) -> list[str]:
+    """The words of every name training may see (train people, places, organisations), for the tokenizer.
+
+    Held-out people's names share first and last names with train people, so almost all of their words
+    are in this list too; a word only a held-out person has stays out, as the tokenizer never saw it.
+    """
+    names = [p.name for p in world.people_in("train")]
+    names += [n for e in (*world.cities, *world.countries, *world.orgs) for n in (e.name, *e.aliases)]
+    return sorted({word for name in names for word in name.split()})
+
+
+def _size(tokenizer_dir: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(str(tokenizer_dir)))
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -165,8 +183,9 @@ def build(out_dir: str | Path, config: BuildConfig | None = None, overwrite: boo
             + [load_template(config.policy_template)]
             + [m["content"] for pair in pairs for m in pair["prompt"]]
         )
-        train_tokenizer(texts, out / "tokenizer", vocab_size=config.vocab_size)
-        step(f"tokenizer: vocabulary {config.vocab_size}")
+        words = entity_words(world) if config.whole_word_names else []
+        tokenizer = train_tokenizer(texts, out / "tokenizer", config.vocab_size, whole_words=words)
+        step(f"tokenizer: {config.vocab_size} learnt tokens + {len(words)} name words = {_size(tokenizer)}")
         build_tiny_model(out / "tokenizer", out / "model_init", seed=config.seed)
         step("untrained tiny model: model_init/")
     manifest = {

@@ -35,11 +35,17 @@ TAG_TOKENS = [
 
 
 def train_tokenizer(
-    texts: Iterable[str], out_dir: str | Path, vocab_size: int = 2048, tag_tokens: bool = True
+    texts: Iterable[str],
+    out_dir: str | Path,
+    vocab_size: int = 2048,
+    tag_tokens: bool = True,
+    whole_words: Iterable[str] = (),
 ) -> Path:
     """Train a byte-level BPE tokenizer on `texts` and save it in Hugging Face format to `out_dir`.
 
-    Training is deterministic for the same texts in the same order.
+    Each of `whole_words` becomes one token, with and without the leading space (a name starts a line or
+    follows a space), on top of the `vocab_size` learnt ones; other text is split by the BPE merges as
+    usual. Training is deterministic for the same texts in the same order.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -55,6 +61,7 @@ def train_tokenizer(
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    tok = _with_whole_words(tok, whole_words)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS_TOKEN,
@@ -67,6 +74,34 @@ def train_tokenizer(
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
     return out
+
+
+def _with_whole_words(tok, words: Iterable[str]):
+    """`tok` with each word (and its space-prefixed form) as one vocabulary entry.
+
+    BPE's `ignore_merges` makes a pre-token found whole in the vocabulary one token, so no merge chain is
+    needed. The toy world can use it for entity names (`--whole-word-names`): copying a name is then
+    copying one token per word instead of three or four pieces (docs/toyworld.md).
+    """
+    import json
+
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    to_bytes = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    next_id, added = max(vocab.values()) + 1, 0
+    for word in sorted(set(words)):
+        for form in (word, " " + word):
+            (piece, _), *rest = to_bytes.pre_tokenize_str(form)
+            if rest or piece in vocab:
+                continue
+            vocab[piece] = next_id + added
+            added += 1
+    if not added:
+        return tok
+    spec["model"]["ignore_merges"] = True
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def build_tiny_model(

@@ -38,3 +38,19 @@ def test_tag_tokens_are_optional_single_tokens(tmp_path):
     # Either way, decoding gives the text back.
     for tok in (with_tags, without):
         assert tok.decode(tok("<answer> Rome </answer>")["input_ids"]) == "<answer> Rome </answer>"
+
+
+def test_whole_words_become_single_tokens_with_or_without_a_space(tmp_path):
+    texts = ["Kanim Zisai was born in Tawoton. Kanim moved away."] * 10
+    plain = AutoTokenizer.from_pretrained(train_tokenizer(texts, tmp_path / "a", vocab_size=270))
+    words = AutoTokenizer.from_pretrained(
+        train_tokenizer(texts, tmp_path / "b", vocab_size=270, whole_words=["Kanim", "Zisai", "Tawoton"])
+    )
+    assert len(plain.tokenize(" Tawoton")) > 1
+    assert words.tokenize("Kanim Zisai was born in Tawoton.")[:2] == ["Kanim", "ĠZisai"]
+    assert words.tokenize(" Tawoton") == ["ĠTawoton"]
+    # Other text still goes through the merges, unknown words included, and decodes back.
+    assert len(words.tokenize(" Tawotonx")) > 1
+    text = "Kanim Zisai moved to Tawotonx."
+    assert words.decode(words(text)["input_ids"]) == text
+    assert len(words) == len(plain) + 6

@@ -148,3 +148,23 @@ def test_cli_stats_without_a_build_says_so(tmp_path, capsys):
 def test_cli_bad_option_names_it(tmp_path, capsys):
     assert main(["build", "--out", str(tmp_path / "w"), "--num-people", "3", "--no-model"]) == 2
     assert "error: --num-people must be >= 10" in capsys.readouterr().err
+
+
+def test_whole_word_names_make_train_name_words_single_tokens(small_config, tmp_path):
+    from dataclasses import replace
+
+    from transformers import AutoTokenizer
+
+    from zerosearch.toyworld.world import World
+
+    out = tmp_path / "w"
+    build(out, replace(small_config(), whole_word_names=True))
+    world = World.load(out / "world.json")
+    tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    person = world.people_in("train")[0]
+    tokens = tokenizer.tokenize(f"Where was {person.name} born?")
+    assert tokens[2:4] == ["Ġ" + person.first, "Ġ" + person.last]
+    # A word that only held-out people have was never seen by the tokenizer: it stays in pieces.
+    train_words = {w for p in world.people_in("train") for w in (p.first, p.last)}
+    heldout_only = [p.last for p in world.people_in("val", "test") if p.last not in train_words]
+    assert heldout_only and len(tokenizer.tokenize(" " + heldout_only[0])) > 1
