@@ -107,12 +107,6 @@ def entity_words(world: World) -> list[str]:
     return sorted({word for name in names for word in name.split()})
 
 
-def _size(tokenizer_dir: Path) -> int:
-    from transformers import AutoTokenizer
-
-    return len(AutoTokenizer.from_pretrained(str(tokenizer_dir)))
-
-
 def _prepare(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -184,8 +178,8 @@ def build(out_dir: str | Path, config: BuildConfig | None = None, overwrite: boo
             + [m["content"] for pair in pairs for m in pair["prompt"]]
         )
         words = entity_words(world) if config.whole_word_names else []
-        tokenizer = train_tokenizer(texts, out / "tokenizer", config.vocab_size, whole_words=words)
-        step(f"tokenizer: {config.vocab_size} learnt tokens + {len(words)} name words = {_size(tokenizer)}")
+        train_tokenizer(texts, out / "tokenizer", config.vocab_size, whole_words=words)
+        step(f"tokenizer: vocabulary {config.vocab_size}" + (f" + {len(words)} name words" if words else ""))
         build_tiny_model(out / "tokenizer", out / "model_init", seed=config.seed)
         step("untrained tiny model: model_init/")
     manifest = {

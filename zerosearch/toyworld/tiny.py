@@ -89,15 +89,15 @@ def _with_whole_words(tok, words: Iterable[str]):
 
     spec = json.loads(tok.to_str())
     vocab = spec["model"]["vocab"]
+    # Without the split regex, ByteLevel only maps bytes to its alphabet (" " -> "Ġ"): one piece per form.
     to_bytes = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     next_id, added = max(vocab.values()) + 1, 0
     for word in sorted(set(words)):
         for form in (word, " " + word):
-            (piece, _), *rest = to_bytes.pre_tokenize_str(form)
-            if rest or piece in vocab:
-                continue
-            vocab[piece] = next_id + added
-            added += 1
+            ((piece, _),) = to_bytes.pre_tokenize_str(form)
+            if piece not in vocab:
+                vocab[piece] = next_id + added
+                added += 1
     if not added:
         return tok
     spec["model"]["ignore_merges"] = True
