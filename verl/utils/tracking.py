@@ -292,6 +292,11 @@ class WandbLogger(LoggerBackend):
 
     def finish(self) -> None:
         self._run.finish()
+        # finish() returns once the service has taken the run's exit, but the service may still hold the
+        # tail of the run's log (run-*.wandb) in its buffers; teardown waits for it to close its files, so
+        # the run is complete on disk when training returns (atexit does the same, but not reliably in
+        # processes that Ray or multiprocessing end).
+        self._wandb.teardown()
 
 
 def _markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
