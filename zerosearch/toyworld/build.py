@@ -54,7 +54,7 @@ class BuildConfig:
     simtune_questions: int = 3000
     queries_per_question: int = 4
     topk: int = 5
-    pretrain_copy: int = 4000
+    pretrain_copy: int = 30000
     pretrain_reading: int = 6000
     vocab_size: int = 2048
     whole_word_names: bool = False

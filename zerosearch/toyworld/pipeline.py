@@ -54,6 +54,9 @@ class SFTStage:
     batch_size: int
     max_length: int
     warmup_steps: int = 20
+    lr_scheduler: str = "cosine"
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
 
 
 @dataclass
@@ -65,13 +68,27 @@ class PipelineConfig:
     algorithm: str = "grpo"
     steps: int = 40
     overrides: list[str] = field(default_factory=list)
-    num_demos: int = 2000
+    num_demos: int = 4000
     eval_size: int = 300
-    pretrain: SFTStage = SFTStage("model_base", "model_init", "pretrain_bucketed.jsonl", 2100, 4e-3, 32, 256)
+    # The copy circuit forms abruptly, after ~1000 steps of copy lines at a constant 1e-3 with Adam's
+    # beta2 at 0.999 (docs/demo.md); the mix after it keeps copying up while it adds reading.
+    copy: SFTStage = SFTStage(
+        "model_copy",
+        "model_init",
+        "copy_bucketed.jsonl",
+        1500,
+        1e-3,
+        32,
+        256,
+        lr_scheduler="constant",
+        betas=(0.9, 0.999),
+        weight_decay=0.0,
+    )
+    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 1000, 3e-3, 32, 256)
     simulator: SFTStage = SFTStage(
         "model_simulator", "model_base", "simtune_bucketed.parquet", 120, 2e-3, 16, 512
     )
-    policy: SFTStage = SFTStage("model_policy", "model_base", "demos_bucketed.parquet", 760, 2e-3, 16, 512)
+    policy: SFTStage = SFTStage("model_policy", "model_base", "demos_bucketed.parquet", 500, 2e-3, 16, 512)
 
     def __post_init__(self) -> None:
         self.assets = Path(self.assets)
@@ -125,21 +142,40 @@ def bucket_by_length(rows: list[dict], batch_size: int, seed: int) -> list[dict]
     return [row for batch in batches for row in batch]
 
 
-def pretraining_mix(
-    rows: list[dict], copy_repeats: int, reading_repeats: int, documents: int, seed: int
-) -> list[dict]:
-    """The base model's training text: copy and reading lines repeated, plus a sample of the world's documents.
+def copy_lines(rows: list[dict]) -> list[dict]:
+    """The `text: ... copy: ...` lines of the pretraining text: what the copy stage trains on."""
+    return [r for r in rows if r["text"].startswith("text: ")]
 
-    Copying is what the tiny base model must learn first (DESIGN 8) and it is learnt from the copy and
-    reading lines, so they are repeated; the documents teach the world's names and sentence forms.
-    """
+
+def pretraining_mix(
+    rows: list[dict], copies: int, reading_repeats: int, documents: int, seed: int
+) -> list[dict]:
+    """The base model's training text after the copy stage: reading lines repeated, a sample of the copy
+    lines (so copying is kept up), and a sample of the world's documents (its names and sentence forms)."""
     import random
 
-    copy = [r for r in rows if r["text"].startswith("text: ")]
+    rng = random.Random(seed)
+    copy = copy_lines(rows)
     reading = [r for r in rows if "\nAnswer: " in r["text"]]
     other = [r for r in rows if not r["text"].startswith("text: ") and "\nAnswer: " not in r["text"]]
-    sample = random.Random(seed).sample(other, min(documents, len(other)))
-    return copy * copy_repeats + reading * reading_repeats + sample
+    return (
+        rng.sample(copy, min(copies, len(copy)))
+        + reading * reading_repeats
+        + rng.sample(other, min(documents, len(other)))
+    )
+
+
+def stage_settings(stage: SFTStage, assets: Path) -> dict:
+    """What a trained stage's marker records: a stage is redone when its settings, its data file or the
+    model it starts from (that model's own marker) changed. JSON-shaped, as the marker reads back."""
+    data = (assets / stage.data).stat()
+    init_marker = assets / stage.init / STAGE_MARKER
+    settings = {
+        **asdict(stage),
+        "data_file": [data.st_size, data.st_mtime_ns],
+        "init": json.loads(init_marker.read_text()) if init_marker.is_file() else None,
+    }
+    return json.loads(json.dumps(settings))
 
 
 def _write_rows(rows: list[dict], path: Path) -> None:
@@ -198,15 +234,22 @@ class Pipeline:
         settings = {
             "num_demos": c.num_demos,
             "eval_size": c.eval_size,
-            "pretrain_mix": [3, 2, 6000],
-            "batches": [c.pretrain.batch_size, c.simulator.batch_size, c.policy.batch_size],
+            "pretrain_mix": [6000, 2, 6000],
+            "batches": [
+                c.copy.batch_size,
+                c.pretrain.batch_size,
+                c.simulator.batch_size,
+                c.policy.batch_size,
+            ],
         }
         marker = a / "pipeline_data.json"
 
         def make() -> None:
             build_demo_file(a, a / "demos.parquet", DemoConfig(num_demos=c.num_demos))
+            pretrain = _read_rows(a / "pretrain.jsonl")
             sets = {
-                c.pretrain: pretraining_mix(_read_rows(a / "pretrain.jsonl"), 3, 2, 6000, seed=0),
+                c.copy: copy_lines(pretrain),
+                c.pretrain: pretraining_mix(pretrain, 6000, 2, 6000, seed=0),
                 c.simulator: _read_rows(a / "simtune_pairs.parquet"),
                 c.policy: _read_rows(a / "demos.parquet"),
             }
@@ -227,14 +270,7 @@ class Pipeline:
     def sft(self, stage: SFTStage, label: str) -> None:
         a = self.config.assets
         out = a / stage.name
-        # A stage is redone when its settings, its data file or the model it starts from changed.
-        data = (a / stage.data).stat()
-        init_marker = a / stage.init / STAGE_MARKER
-        settings = {
-            **asdict(stage),
-            "data_file": [data.st_size, data.st_mtime_ns],
-            "init": json.loads(init_marker.read_text()) if init_marker.is_file() else None,
-        }
+        settings = stage_settings(stage, a)
 
         def train() -> None:
             scratch = a / f"{stage.name}_sft"
@@ -253,7 +289,9 @@ class Pipeline:
                     f"data.micro_batch_size_per_gpu={stage.batch_size}",
                     f"optim.lr={stage.lr}",
                     f"optim.warmup_steps={stage.warmup_steps}",
-                    "optim.lr_scheduler=cosine",
+                    f"optim.lr_scheduler={stage.lr_scheduler}",
+                    f"optim.betas=[{stage.betas[0]},{stage.betas[1]}]",
+                    f"optim.weight_decay={stage.weight_decay}",
                     "optim.min_lr_ratio=0.1",
                     f"trainer.total_training_steps={stage.steps}",
                     f"trainer.default_local_dir={scratch}",
@@ -339,6 +377,7 @@ class Pipeline:
         with PeakMemory() as memory:
             self.build_world()
             self.prepare_data()
+            self.sft(c.copy, "pretrain the base model to copy")
             self.sft(c.pretrain, "pretrain the base model")
             self.sft(c.simulator, "fine-tune the simulator")
             self.sft(c.policy, "warm-start the policy")

@@ -9,8 +9,11 @@ world's documents the text is heavy on copying:
 - reading-comprehension lines (documents, a question, the answer copied from one document) about
   invented people who exist nowhere else, so the answer can only come from the context.
 
-Held-out people never appear: only documents that name no held-out person are used, and invented names
-are new words, distinct from every name in the world.
+The people in both are *strangers*: a train person's first name with another train person's last name,
+drawn afresh for every line and never the full name of anyone in the world. A name seen once cannot be
+memorised, so the model has to copy it; and held-out people are built the same way (words training sees,
+in a combination it never sees), so copying strangers is the skill they need. Held-out people never
+appear: only documents that name no held-out person are used, and a stranger is nobody's full name.
 """
 
 from __future__ import annotations
@@ -21,40 +24,46 @@ from pathlib import Path
 
 from llm_agent.observation import format_documents
 from zerosearch.toyworld.corpus import RELATIONS, Document, fact_sentence, visible_documents
-from zerosearch.toyworld.names import NameMaker
 from zerosearch.toyworld.questions import TYPES_BY_NAME
 from zerosearch.toyworld.world import World, stream
 
+# Share of copy-line items that are strangers; the rest are city and organisation names, which answers copy.
+STRANGER_SHARE = 0.75
 
-def _name_maker(world: World, rng: random.Random) -> NameMaker:
-    """A NameMaker that only returns words no world entity uses."""
-    names = NameMaker(rng)
-    names.used.update(w.lower() for p in world.people for w in (p.first, p.last))
-    names.used.update(
-        w.lower()
-        for e in (*world.cities, *world.countries, *world.orgs)
-        for n in (e.name, *e.aliases)
-        for w in n.split()
+
+class Strangers:
+    """Full names made of train people's first and last names that belong to nobody in the world."""
+
+    def __init__(self, world: World, rng: random.Random):
+        train = world.people_in("train")
+        self.firsts = sorted({p.first for p in train})
+        self.lasts = sorted({p.last for p in train})
+        self.taken = {p.name for p in world.people}
+        self.rng = rng
+
+    def name(self) -> str:
+        while True:
+            name = f"{self.rng.choice(self.firsts)} {self.rng.choice(self.lasts)}"
+            if name not in self.taken:
+                return name
+
+
+def _copy_line(rng: random.Random, strangers: Strangers, places: list[str]) -> str:
+    """A list of 2 to 6 names, mostly strangers, some cities and organisations, and its copy."""
+    items = ", ".join(
+        strangers.name() if rng.random() < STRANGER_SHARE else rng.choice(places)
+        for _ in range(rng.randint(2, 6))
     )
-    return names
-
-
-def _copy_line(rng: random.Random, vocabulary: list[str]) -> str:
-    items = ", ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 6)))
     return f"text: {items}\ncopy: {items}"
 
 
-def _reading_line(
-    world: World, rng: random.Random, names: NameMaker, visible: list[Document], train_firsts: list[str]
-) -> str:
-    """Documents about an invented person among distractors, a question, and the answer from the context.
-
-    Invented people take a first name that train people have and a new last name.
-    """
-    first, last = rng.choice(train_firsts), names.last_name()
+def _reading_line(world: World, rng: random.Random, strangers: Strangers, visible: list[Document]) -> str:
+    """Documents about a stranger among distractors, a question, and the answer from the context."""
+    person = strangers.name()
+    first = person.split()[0]
     relation = rng.choice(RELATIONS)
     if relation == "spouse":
-        obj_name = f"{rng.choice(train_firsts)} {names.last_name()}"
+        obj_name = strangers.name()
         obj = None
     else:
         pool = (
@@ -64,7 +73,7 @@ def _reading_line(
         )
         obj = rng.choice(pool)
         obj_name = obj.name
-    context = [fact_sentence(rng, relation, f"{first} {last}", first, obj_name)]
+    context = [fact_sentence(rng, relation, person, first, obj_name)]
     qtype = TYPES_BY_NAME[relation]
     answer = obj_name
     # Sometimes a two-hop question whose second fact is also in the context.
@@ -74,7 +83,7 @@ def _reading_line(
         context.append(f"{obj.name} is a city in {answer}.")
     context += [doc.contents for doc in rng.sample(visible, rng.randint(1, 3))]
     rng.shuffle(context)
-    question = rng.choice(qtype.phrasings).format(p=f"{first} {last}")
+    question = rng.choice(qtype.phrasings).format(p=person)
     return f"{format_documents(context)}Question: {question}\nAnswer: {answer}"
 
 
@@ -83,18 +92,12 @@ def build_pretrain_texts(
 ) -> list[str]:
     """The pretraining texts, shuffled: visible world documents, copy lines and reading lines."""
     rng = stream(world.seed, "pretrain")
-    names = _name_maker(world, rng)
+    strangers = Strangers(world, rng)
     visible = visible_documents(world, documents)
-    vocabulary = (
-        [p.name for p in world.people_in("train")]
-        + [c.name for c in world.cities]
-        + [o.name for o in world.orgs]
-        + [f"{names.first_name()} {names.last_name()}" for _ in range(500)]
-    )
+    places = [c.name for c in world.cities] + [o.name for o in world.orgs]
     texts = [doc.contents for doc in visible]
-    texts += [_copy_line(rng, vocabulary) for _ in range(num_copy)]
-    train_firsts = sorted({p.first for p in world.people_in("train")})
-    texts += [_reading_line(world, rng, names, visible, train_firsts) for _ in range(num_reading)]
+    texts += [_copy_line(rng, strangers, places) for _ in range(num_copy)]
+    texts += [_reading_line(world, rng, strangers, visible) for _ in range(num_reading)]
     rng.shuffle(texts)
     return texts
 

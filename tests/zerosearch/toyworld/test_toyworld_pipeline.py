@@ -8,10 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from zerosearch.toyworld.pipeline import (
+    STAGE_MARKER,
     PipelineConfig,
     bucket_by_length,
+    copy_lines,
     parse_args,
     pretraining_mix,
+    stage_settings,
     write_eval_file,
 )
 from zerosearch.toyworld.report import read_learning
@@ -101,14 +104,28 @@ def test_report_needs_validation_before_and_after(tmp_path):
         read_learning(path)
 
 
-def test_pretraining_mix_repeats_copy_and_reading_lines():
-    rows = [
-        {"text": "text: A, B\ncopy: A, B"},
-        {"text": "Doc 1: x\nQuestion: q\nAnswer: x"},
-        {"text": "Kanim Zisai works for Zinai Systems."},
-        {"text": "Tawo is a city in Rexia."},
-    ]
-    mix = pretraining_mix(rows, copy_repeats=3, reading_repeats=2, documents=1, seed=0)
+def test_pretraining_mix_repeats_reading_lines_and_samples_the_rest():
+    copies = [{"text": f"text: A{i}, B\ncopy: A{i}, B"} for i in range(5)]
+    reading = {"text": "Doc 1: x\nQuestion: q\nAnswer: x"}
+    documents = [{"text": "Kanim Zisai works for Zinai Systems."}, {"text": "Tawo is a city in Rexia."}]
+    rows = [*copies, reading, *documents]
+    assert copy_lines(rows) == copies
+    mix = pretraining_mix(rows, copies=3, reading_repeats=2, documents=1, seed=0)
     texts = [r["text"] for r in mix]
-    assert texts.count(rows[0]["text"]) == 3 and texts.count(rows[1]["text"]) == 2
-    assert len(mix) == 6
+    assert texts.count(reading["text"]) == 2 and len(mix) == 6
+    assert len({t for t in texts if t.startswith("text: ")}) == 3
+    assert sum(r in documents for r in mix) == 1
+
+
+def test_a_stage_is_reused_only_while_its_settings_data_and_init_model_are_unchanged(tmp_path):
+    stage = (
+        PipelineConfig().copy
+    )  # tuple-valued settings (betas) must compare equal after a marker round trip
+    (tmp_path / stage.data).write_text("x")
+    (tmp_path / stage.init).mkdir()
+    settings = stage_settings(stage, tmp_path)
+    marker = tmp_path / "marker.json"
+    marker.write_text(json.dumps(settings))
+    assert json.loads(marker.read_text()) == stage_settings(stage, tmp_path)
+    (tmp_path / stage.init / STAGE_MARKER).write_text(json.dumps({"steps": 1}))
+    assert stage_settings(stage, tmp_path) != settings  # the model it starts from was retrained

@@ -42,10 +42,32 @@ def test_reading_lines_answer_from_their_context(texts):
         assert answer and answer in context
 
 
-def test_reading_lines_are_about_invented_people(small_world, texts):
-    """The asked person exists nowhere in the world, so the answer can only be read from the context."""
+def _asked_person(line: str) -> str:
+    question = line.split("\nQuestion: ")[1].split("\nAnswer: ")[0]
+    return re.search(r"\b[A-Z][a-z]+ [A-Z][a-z]+\b", question).group(0)  # the one two-word name in it
+
+
+def test_reading_lines_are_about_strangers(small_world, texts):
+    """The asked person is made of train people's first and last names but is nobody in the world, so the
+    answer can only be read from the context."""
+    train = small_world.people_in("train")
+    firsts, lasts = {p.first for p in train}, {p.last for p in train}
     world_names = {p.name for p in small_world.people}
     reading = [t for t in texts if t.startswith("Doc 1: ")]
     for line in reading:
-        question = line.split("\nQuestion: ")[1].split("\nAnswer: ")[0]
-        assert not any(name in question for name in world_names)
+        first, last = _asked_person(line).split()
+        assert first in firsts and last in lasts and f"{first} {last}" not in world_names
+
+
+def test_copy_lines_list_strangers_and_places(small_world, texts):
+    train = small_world.people_in("train")
+    firsts, lasts = {p.first for p in train}, {p.last for p in train}
+    world_names = {p.name for p in small_world.people}
+    places = {e.name for e in (*small_world.cities, *small_world.orgs)}
+    items = [item for t in texts if t.startswith("text: ") for item in t.split("\ncopy: ")[1].split(", ")]
+    strangers = [item for item in items if item not in places]
+    assert 0.6 < len(strangers) / len(items) < 0.9
+    for name in strangers:
+        first, last = name.split()
+        assert first in firsts and last in lasts and name not in world_names
+    assert len(set(strangers)) > 0.9 * len(strangers)  # drawn afresh: hardly any name repeats
