@@ -5,8 +5,8 @@
 
 Stages (DESIGN 8); each one is skipped when its output exists and was made with the same settings:
 1. build the toy world (corpus, QA splits, simulation-tuning pairs, pretraining text, tokenizer, model_init);
-2. with the SFT trainer: pretrain a tiny *base* model on the world's text (tiny models must learn to copy
-   before anything else works), fine-tune the *simulator* from it on the simulation-tuning pairs, and
+2. with the SFT trainer: pretrain a tiny *base* model, first on copy lines alone, then on the world's text
+   (tiny models must learn to copy before anything else works), fine-tune the *simulator* from it on the simulation-tuning pairs, and
    warm-start the *policy* from it on demonstrations that teach the format but not the skill (`demos.py`);
 3. serve the simulator with the built-in server, run the RL trainer (GRPO by default) with 2 FSDP ranks
    under the noise curriculum, validating with the world's REAL engine (BM25) on held-out and on training
@@ -142,9 +142,21 @@ def bucket_by_length(rows: list[dict], batch_size: int, seed: int) -> list[dict]
     return [row for batch in batches for row in batch]
 
 
+# The base model's mix after the copy stage: copy lines sampled, reading-line repeats, documents sampled.
+PRETRAIN_MIX = {"copies": 6000, "reading_repeats": 2, "documents": 6000}
+
+
+def _is_copy(row: dict) -> bool:
+    return row["text"].startswith("text: ")
+
+
+def _is_reading(row: dict) -> bool:
+    return "\nAnswer: " in row["text"]
+
+
 def copy_lines(rows: list[dict]) -> list[dict]:
     """The `text: ... copy: ...` lines of the pretraining text: what the copy stage trains on."""
-    return [r for r in rows if r["text"].startswith("text: ")]
+    return [r for r in rows if _is_copy(r)]
 
 
 def pretraining_mix(
@@ -156,8 +168,8 @@ def pretraining_mix(
 
     rng = random.Random(seed)
     copy = copy_lines(rows)
-    reading = [r for r in rows if "\nAnswer: " in r["text"]]
-    other = [r for r in rows if not r["text"].startswith("text: ") and "\nAnswer: " not in r["text"]]
+    reading = [r for r in rows if _is_reading(r)]
+    other = [r for r in rows if not _is_copy(r) and not _is_reading(r)]
     return (
         rng.sample(copy, min(copies, len(copy)))
         + reading * reading_repeats
@@ -234,7 +246,7 @@ class Pipeline:
         settings = {
             "num_demos": c.num_demos,
             "eval_size": c.eval_size,
-            "pretrain_mix": [6000, 2, 6000],
+            "pretrain_mix": PRETRAIN_MIX,
             "batches": [
                 c.copy.batch_size,
                 c.pretrain.batch_size,
@@ -249,7 +261,7 @@ class Pipeline:
             pretrain = _read_rows(a / "pretrain.jsonl")
             sets = {
                 c.copy: copy_lines(pretrain),
-                c.pretrain: pretraining_mix(pretrain, 6000, 2, 6000, seed=0),
+                c.pretrain: pretraining_mix(pretrain, **PRETRAIN_MIX, seed=0),
                 c.simulator: _read_rows(a / "simtune_pairs.parquet"),
                 c.policy: _read_rows(a / "demos.parquet"),
             }
