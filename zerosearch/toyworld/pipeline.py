@@ -84,9 +84,9 @@ class PipelineConfig:
         betas=(0.9, 0.999),
         weight_decay=0.0,
     )
-    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 800, 3e-3, 32, 256)
+    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 800, 3e-3, 4, 576)
     simulator: SFTStage = SFTStage(
-        "model_simulator", "model_base", "simtune_bucketed.parquet", 120, 2e-3, 16, 512
+        "model_simulator", "model_base", "simtune_bucketed.parquet", 300, 2e-3, 16, 512
     )
     policy: SFTStage = SFTStage("model_policy", "model_base", "demos_bucketed.parquet", 350, 2e-3, 16, 512)
 
@@ -144,6 +144,9 @@ def bucket_by_length(rows: list[dict], batch_size: int, seed: int) -> list[dict]
 
 # The base model's mix after the copy stage: copy lines sampled, reading-line repeats, documents sampled.
 PRETRAIN_MIX = {"copies": 6000, "reading_repeats": 2, "documents": 6000}
+# ... packed into rows of at most this many characters: ~420 tokens of the toy tokenizer, the length of a
+# policy trajectory up to its answer (7 lines a row, so 4 rows a step see as many lines as 32 unpacked).
+PRETRAIN_ROW_CHARS = 1600
 
 
 def _is_copy(row: dict) -> bool:
@@ -175,6 +178,29 @@ def pretraining_mix(
         + reading * reading_repeats
         + rng.sample(other, min(documents, len(other)))
     )
+
+
+def pack_rows(rows: list[dict], max_chars: int, seed: int) -> list[dict]:
+    """The texts of `rows`, shuffled and joined by newlines into rows of at most `max_chars` characters
+    (a text longer than that is a row of its own).
+
+    Trained one line per row, the base model learns to copy and to read only at the start of a sequence
+    (docs/demo.md: a single token before `text:` stops the copy); packed, every skill is trained at every
+    position up to the length the simulator writes and the policy answers at.
+    """
+    import random
+
+    texts = [r["text"] for r in rows]
+    random.Random(seed).shuffle(texts)
+    packed: list[list[str]] = []
+    size = max_chars + 1
+    for text in texts:
+        if size + 1 + len(text) > max_chars:
+            packed.append([])
+            size = -1
+        packed[-1].append(text)
+        size += 1 + len(text)
+    return [{"text": "\n".join(row)} for row in packed]
 
 
 def stage_settings(stage: SFTStage, assets: Path) -> dict:
@@ -247,6 +273,7 @@ class Pipeline:
             "num_demos": c.num_demos,
             "eval_size": c.eval_size,
             "pretrain_mix": PRETRAIN_MIX,
+            "pretrain_row_chars": PRETRAIN_ROW_CHARS,
             "batches": [
                 c.copy.batch_size,
                 c.pretrain.batch_size,
@@ -261,7 +288,9 @@ class Pipeline:
             pretrain = _read_rows(a / "pretrain.jsonl")
             sets = {
                 c.copy: copy_lines(pretrain),
-                c.pretrain: pretraining_mix(pretrain, **PRETRAIN_MIX, seed=0),
+                c.pretrain: pack_rows(
+                    pretraining_mix(pretrain, **PRETRAIN_MIX, seed=0), PRETRAIN_ROW_CHARS, seed=0
+                ),
                 c.simulator: _read_rows(a / "simtune_pairs.parquet"),
                 c.policy: _read_rows(a / "demos.parquet"),
             }

@@ -12,6 +12,7 @@ from zerosearch.toyworld.pipeline import (
     PipelineConfig,
     bucket_by_length,
     copy_lines,
+    pack_rows,
     parse_args,
     pretraining_mix,
     stage_settings,
@@ -115,6 +116,16 @@ def test_pretraining_mix_repeats_reading_lines_and_samples_the_rest():
     assert texts.count(reading["text"]) == 2 and len(mix) == 6
     assert len({t for t in texts if t.startswith("text: ")}) == 3
     assert sum(r in documents for r in mix) == 1
+
+
+def test_packing_keeps_every_line_once_within_the_row_budget():
+    rows = [{"text": f"line {i} " + "x" * (i % 7)} for i in range(40)] + [{"text": "y" * 50}]
+    packed = pack_rows(rows, max_chars=40, seed=0)
+    lines = [line for row in packed for line in row["text"].split("\n")]
+    assert sorted(lines) == sorted(r["text"] for r in rows)
+    assert all(len(row["text"]) <= 40 for row in packed if row["text"] != "y" * 50)
+    assert len(packed) < len(rows) / 2  # lines were joined, not one a row
+    assert pack_rows(rows, max_chars=40, seed=0) == packed
 
 
 def test_a_stage_is_reused_only_while_its_settings_data_and_init_model_are_unchanged(tmp_path):
