@@ -84,11 +84,11 @@ class PipelineConfig:
         betas=(0.9, 0.999),
         weight_decay=0.0,
     )
-    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 800, 3e-3, 4, 576)
+    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 750, 3e-3, 4, 576)
     simulator: SFTStage = SFTStage(
-        "model_simulator", "model_base", "simtune_bucketed.parquet", 300, 2e-3, 16, 512
+        "model_simulator", "model_base", "simtune_bucketed.parquet", 250, 2e-3, 16, 512
     )
-    policy: SFTStage = SFTStage("model_policy", "model_base", "demos_bucketed.parquet", 350, 2e-3, 16, 512)
+    policy: SFTStage = SFTStage("model_policy", "model_base", "demos_bucketed.parquet", 300, 2e-3, 16, 512)
 
     def __post_init__(self) -> None:
         self.assets = Path(self.assets)
