@@ -193,13 +193,14 @@ def pack_rows(rows: list[dict], max_chars: int, seed: int) -> list[dict]:
     texts = [r["text"] for r in rows]
     random.Random(seed).shuffle(texts)
     packed: list[list[str]] = []
-    size = max_chars + 1
+    size = 0  # characters in the last row, newlines included
     for text in texts:
-        if size + 1 + len(text) > max_chars:
-            packed.append([])
-            size = -1
-        packed[-1].append(text)
-        size += 1 + len(text)
+        if packed and size + 1 + len(text) <= max_chars:
+            packed[-1].append(text)
+            size += 1 + len(text)
+        else:
+            packed.append([text])
+            size = len(text)
     return [{"text": "\n".join(row)} for row in packed]
 
 
