@@ -6,7 +6,8 @@
 Stages (DESIGN 8); each one is skipped when its output exists and was made with the same settings:
 1. build the toy world (corpus, QA splits, simulation-tuning pairs, pretraining text, tokenizer, model_init);
 2. with the SFT trainer: pretrain a tiny *base* model, first on copy lines alone, then on the world's text
-   (tiny models must learn to copy before anything else works), fine-tune the *simulator* from it on the simulation-tuning pairs, and
+   packed several lines to a row (tiny models must learn to copy before anything else works, and at every
+   position), fine-tune the *simulator* from it on the simulation-tuning pairs, and
    warm-start the *policy* from it on demonstrations that teach the format but not the skill (`demos.py`);
 3. serve the simulator with the built-in server, run the RL trainer (GRPO by default) with 2 FSDP ranks
    under the noise curriculum, validating with the world's REAL engine (BM25) on held-out and on training
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -134,8 +136,6 @@ def bucket_by_length(rows: list[dict], batch_size: int, seed: int) -> list[dict]
     The SFT trainer pads a batch to its longest row; the pretraining text mixes 15-token facts with
     150-token reading lines, so random batches are mostly padding. Trained with data.shuffle=false.
     """
-    import random
-
     ordered = sorted(rows, key=lambda r: len(json.dumps(r, ensure_ascii=False)))
     batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
     random.Random(seed).shuffle(batches)
@@ -167,8 +167,6 @@ def pretraining_mix(
 ) -> list[dict]:
     """The base model's training text after the copy stage: reading lines repeated, a sample of the copy
     lines (so copying is kept up), and a sample of the world's documents (its names and sentence forms)."""
-    import random
-
     rng = random.Random(seed)
     copy = copy_lines(rows)
     reading = [r for r in rows if _is_reading(r)]
@@ -188,8 +186,6 @@ def pack_rows(rows: list[dict], max_chars: int, seed: int) -> list[dict]:
     (docs/demo.md: a single token before `text:` stops the copy); packed, every skill is trained at every
     position up to the length the simulator writes and the policy answers at.
     """
-    import random
-
     texts = [r["text"] for r in rows]
     random.Random(seed).shuffle(texts)
     packed: list[list[str]] = []
