@@ -1,8 +1,9 @@
 """Invented names built from syllables: novel (no model has seen these facts), pronounceable, tokenizable.
 
-Every name a `NameMaker` returns is new to that maker, across all kinds (first names, last names, city
-stems, company stems, ...), so a last name never doubles as a city and a search for one cannot match the
-other by accident.
+Every word a `NameMaker` returns is new to that maker, across all kinds (first names, last names, city
+stems, company stems, formal names, ...), so a last name never doubles as a city and a search for one
+cannot match the other by accident. No name is built from a word another name also has (no "Port X",
+"X University"): word-level F1 would pay an answer for a shared word, and a policy learns to answer it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ CODAS = ("", "", "", "n", "r", "l", "s", "m", "nd", "rk", "x")
 # Endings that make a stem read like a place; names stay invented.
 CITY_ENDINGS = ("", "", "ton", "ford", "mont", "burg", "ville", "haven", "wick")
 COUNTRY_ENDINGS = ("ia", "land", "ora", "istan", "any", "ovia")
+# Glued onto a short name to make an entity's formal name: one new word, so the two share no word.
+FORMAL_CITY_ENDINGS = ("ton", "ford", "mont", "burg", "ville", "haven", "wick")
+COMPANY_ENDINGS = ("corp", "tek", "tron", "dyne", "soft", "lux", "gen")
+UNIVERSITY_ENDINGS = ("demy", "versa", "scola", "lyceum")
 # Words a name must not be: words the questions and documents use, and the English stop words BM25 drops
 # (a person called "Then" could never be found).
 RESERVED = frozenset(
@@ -124,3 +129,12 @@ class NameMaker:
 
     def org_stem(self) -> str:
         return self.word(2, 2)
+
+    def formal(self, short: str, endings: tuple[str, ...]) -> str:
+        """A new word: `short` with one of `endings` glued on (the formal name of what `short` names)."""
+        for ending in self.rng.sample(endings, len(endings)):
+            word = short + ending
+            if word.lower() not in self.used and word.lower() not in RESERVED:
+                self.used.add(word.lower())
+                return word
+        raise RuntimeError(f"NameMaker: every formal name of {short!r} is taken")

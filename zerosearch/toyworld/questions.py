@@ -3,7 +3,7 @@
 Every question is about one person (its `subject`). Single-hop questions ask one fact; two-hop questions
 ask a fact about the entity a first fact names (the `bridge`): "In which country was X born?" is the
 country of X's birthplace. Golden answers are the answer entity's name followed by its aliases
-("Port Dremont", "Dremont").
+("Dremontville", "Dremont").
 
 Splits follow the people's groups (see `world.py`): train questions are about train people only, val
 about the "val" half of the held-out people, test about the "test" half, so model selection on val never

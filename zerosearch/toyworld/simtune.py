@@ -52,7 +52,7 @@ class SimtuneStats:
 def misspell(rng: random.Random, name: str) -> str:
     """One typo in one word of `name` (drop, double or swap a letter after the first); always differs.
 
-    Only words of four letters or more are touched: those are the invented names, not "of" or "Port".
+    Only words of four letters or more are touched: those are the invented names, not "of" or "the".
     """
     words = name.split()
     i = rng.choice([k for k, w in enumerate(words) if len(w) >= 4])

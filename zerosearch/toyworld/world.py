@@ -17,10 +17,14 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from zerosearch.toyworld.names import NameMaker
+from zerosearch.toyworld.names import (
+    COMPANY_ENDINGS,
+    FORMAL_CITY_ENDINGS,
+    UNIVERSITY_ENDINGS,
+    NameMaker,
+)
 
 GROUPS = ("train", "val", "test")
-COMPANY_SUFFIXES = ("Corporation", "Industries", "Systems", "Labs", "Group", "Holdings", "Works")
 
 
 def stream(seed: int, name: str) -> random.Random:
@@ -162,42 +166,27 @@ def _places(names: NameMaker, rng: random.Random, config: WorldConfig) -> tuple[
     rng.shuffle(homes)
     cities = []
     for i, home in enumerate(homes):
-        stem = names.city_stem()
-        # Some cities have a long formal name and a short one people use; both are correct answers.
+        # Some cities have a formal name and a short one people use; both are correct answers.
         if rng.random() < 0.2:
-            cities.append(City(f"city:{i:04d}", f"Port {stem}", home, aliases=[stem]))
+            short = names.word(1, 2)
+            formal = names.formal(short, FORMAL_CITY_ENDINGS)
+            cities.append(City(f"city:{i:04d}", formal, home, aliases=[short]))
         else:
-            cities.append(City(f"city:{i:04d}", stem, home))
+            cities.append(City(f"city:{i:04d}", names.city_stem(), home))
     return countries, cities
 
 
 def _orgs(names: NameMaker, rng: random.Random, config: WorldConfig, cities: list[City]) -> list[Org]:
     orgs = []
     for i in range(config.num_companies):
-        stem = names.org_stem()
-        orgs.append(
-            Org(
-                f"org:{i:04d}",
-                "company",
-                f"{stem} {rng.choice(COMPANY_SUFFIXES)}",
-                rng.choice(cities).id,
-                aliases=[stem],
-            )
-        )
+        short = names.org_stem()
+        formal = names.formal(short, COMPANY_ENDINGS)
+        orgs.append(Org(f"org:{i:04d}", "company", formal, rng.choice(cities).id, aliases=[short]))
     for i in range(config.num_companies, config.num_companies + config.num_universities):
-        stem = names.org_stem()
-        if rng.random() < 0.4:
-            orgs.append(
-                Org(
-                    f"org:{i:04d}",
-                    "university",
-                    f"{stem} Institute of Technology",
-                    rng.choice(cities).id,
-                    aliases=[f"{stem} Tech"],
-                )
-            )
-        else:
-            orgs.append(Org(f"org:{i:04d}", "university", f"{stem} University", rng.choice(cities).id))
+        short = names.org_stem()
+        formal = names.formal(short, UNIVERSITY_ENDINGS)
+        aliases = [short] if rng.random() < 0.4 else []
+        orgs.append(Org(f"org:{i:04d}", "university", formal, rng.choice(cities).id, aliases=aliases))
     return orgs
 
 
