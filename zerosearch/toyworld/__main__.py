@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         help="training questions to write simulation-tuning queries for",
     )
     b.add_argument("--queries-per-question", type=int, default=defaults.queries_per_question)
+    b.add_argument(
+        "--simtune-miss-share",
+        type=float,
+        default=defaults.simtune_miss_share,
+        help="share of the real engine's answer-less results used as useful-mode simulation-tuning targets "
+        "(0: useful targets always hold the answer, the paper's labelling; docs/toyworld.md)",
+    )
     b.add_argument("--topk", type=int, default=defaults.topk)
     b.add_argument("--pretrain-copy", type=int, default=defaults.pretrain_copy)
     b.add_argument("--pretrain-reading", type=int, default=defaults.pretrain_reading)
@@ -80,6 +87,7 @@ def _config(args: argparse.Namespace) -> BuildConfig:
         test_size=args.test_size,
         train_entity_eval_size=args.train_entity_eval_size,
         simtune_questions=args.simtune_questions,
+        simtune_miss_share=args.simtune_miss_share,
         queries_per_question=args.queries_per_question,
         topk=args.topk,
         pretrain_copy=args.pretrain_copy,

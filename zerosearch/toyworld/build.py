@@ -53,6 +53,7 @@ class BuildConfig:
     train_entity_eval_size: int = 200
     simtune_questions: int = 3000
     queries_per_question: int = 4
+    simtune_miss_share: float = 0.0
     topk: int = 5
     pretrain_copy: int = 30000
     pretrain_reading: int = 6000
@@ -74,6 +75,8 @@ class BuildConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.simtune_miss_share < 1.0:
+            raise ValueError(f"simtune_miss_share must be in [0, 1), got {self.simtune_miss_share}")
         for name in ("pretrain_copy", "pretrain_reading"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -156,7 +159,13 @@ def build(out_dir: str | Path, config: BuildConfig | None = None, overwrite: boo
         counts[split] = len(questions)
     step("questions: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     pairs, simtune_stats = build_simtune_pairs(
-        world, documents, splits.train, config.simtune_questions, config.queries_per_question, config.topk
+        world,
+        documents,
+        splits.train,
+        config.simtune_questions,
+        config.queries_per_question,
+        config.topk,
+        miss_share=config.simtune_miss_share,
     )
     write_pairs(pairs, out / "simtune_pairs.parquet")
     step(

@@ -16,6 +16,13 @@ so held-out people never reach fine-tuning. Two filters keep the targets honest:
   ("country") returns the same five documents for every question, and a simulator tuned on hundreds of
   copies of them learns one canned reply.
 Then the larger class is downsampled so useful and noisy are balanced.
+
+Labelled this way, a useful target always holds the answer, whatever its query: a simulator tuned on them
+writes the answer into useful documents for a good query and for a name-less one alike (measured:
+33% / 31%; docs/demo.md), and RL under it unlearns naming the person in the query. `miss_share` adds
+the real engine's misses to the useful side: that share of the answer-less results become useful-mode
+targets (the label names the requested mode, not the content), so the simulator in useful mode answers
+about as often as the real engine would for that query.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class SimtuneStats:
     candidates: int = 0
     useful: int = 0
     noisy: int = 0
+    useful_misses: int = 0  # answer-less results put on the useful side (before balancing)
     dropped_noisy_naming_subject: int = 0
     dropped_repeated_response: int = 0
     kept_per_label: int = 0
@@ -131,17 +139,21 @@ def build_simtune_pairs(
     topk: int = 5,
     max_same_response: int = 3,
     mode: str = "sft",
+    miss_share: float = 0.0,
 ) -> tuple[list[dict], SimtuneStats]:
     """Balanced useful / noisy pairs for `num_questions` questions sampled from `questions` (train only).
 
     `documents` is the whole corpus; the engine searches its visible part. Each row: question,
     golden_answers, qtype, query, query_kind, documents, label, and the SFT view `prompt` (simulation chat
-    messages) and `response` (the documents as "Doc i: ..." lines).
+    messages) and `response` (the documents as "Doc i: ..." lines). `miss_share`: the share of
+    answer-less results used as useful-mode targets (0: the paper's labelling; see the module docstring).
     """
     from zerosearch.templates import simulation_messages
 
     if any(world.entity(q.subject).group != "train" for q in questions):
         raise ValueError("simulation-tuning questions must all be about train people")
+    if not 0.0 <= miss_share < 1.0:  # at 1 every miss is useful and no noisy target is left
+        raise ValueError(f"miss_share must be in [0, 1), got {miss_share}")
     rng = stream(world.seed, "simtune")
     visible = [doc.contents for doc in visible_documents(world, documents)]
     candidates = _candidates(world, questions, num_questions, queries_per_question, rng)
@@ -160,13 +172,17 @@ def build_simtune_pairs(
         if question.bridge is not None:
             focus += world.answers(question.bridge)
         label = "useful" if _mentions(joined, question.answers) else "noisy"
-        if label == "noisy" and _mentions(joined, focus):
+        miss = label == "noisy" and miss_share > 0 and rng.random() < miss_share
+        if miss:
+            label = "useful"
+        elif label == "noisy" and _mentions(joined, focus):
             stats.dropped_noisy_naming_subject += 1
             continue
         if uses.get(tuple(texts), 0) >= max_same_response:
             stats.dropped_repeated_response += 1
             continue
         uses[tuple(texts)] = uses.get(tuple(texts), 0) + 1
+        stats.useful_misses += miss
         (useful if label == "useful" else noisy).append((question, kind, query, texts, label))
     stats.useful, stats.noisy = len(useful), len(noisy)
     keep = min(len(useful), len(noisy))

@@ -106,3 +106,25 @@ def test_misspell_changes_one_long_word(name):
         typo = misspell(rng, name)
         changed = [(a, b) for a, b in zip(name.split(), typo.split(), strict=True) if a != b]
         assert len(changed) == 1 and len(changed[0][0]) >= 4
+
+
+def test_miss_share_adds_answerless_useful_targets(small_world, small_corpus, small_splits):
+    """With misses, a useful request for a weak query may get what the engine found: no answer."""
+    rows, stats = build_simtune_pairs(
+        small_world, small_corpus, small_splits.train, num_questions=400, miss_share=0.5
+    )
+    useful = [r for r in rows if r["label"] == "useful"]
+    misses = [r for r in useful if not any(_carries(r["documents"], a) for a in r["golden_answers"])]
+    assert stats.useful_misses > 0 and misses
+    assert len(misses) < len(useful)
+    assert all(
+        not any(_carries(r["documents"], a) for a in r["golden_answers"])
+        for r in rows
+        if r["label"] == "noisy"
+    )
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_miss_share_outside_range_is_refused(small_world, small_corpus, small_splits, share):
+    with pytest.raises(ValueError, match="miss_share"):
+        build_simtune_pairs(small_world, small_corpus, small_splits.train, num_questions=10, miss_share=share)
