@@ -47,7 +47,7 @@ CODAS = ("", "", "", "n", "r", "l", "s", "m", "nd", "rk", "x")
 CITY_ENDINGS = ("", "", "ton", "ford", "mont", "burg", "ville", "haven", "wick")
 COUNTRY_ENDINGS = ("ia", "land", "ora", "istan", "any", "ovia")
 # Glued onto a short name to make an entity's formal name: one new word, so the two share no word.
-FORMAL_CITY_ENDINGS = ("ton", "ford", "mont", "burg", "ville", "haven", "wick")
+FORMAL_CITY_ENDINGS = tuple(ending for ending in CITY_ENDINGS if ending)
 COMPANY_ENDINGS = ("corp", "tek", "tron", "dyne", "soft", "lux", "gen")
 UNIVERSITY_ENDINGS = ("demy", "versa", "scola", "lyceum")
 # Words a name must not be: words the questions and documents use, and the English stop words BM25 drops

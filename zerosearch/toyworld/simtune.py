@@ -21,8 +21,8 @@ Labelled this way, a useful target always holds the answer, whatever its query: 
 writes the answer into useful documents for a good query and for a name-less one alike (measured:
 33% / 31%; docs/demo.md), and RL under it unlearns naming the person in the query. `miss_share` adds
 the real engine's misses to the useful side: that share of the answer-less results become useful-mode
-targets (the label names the requested mode, not the content), so the simulator in useful mode answers
-about as often as the real engine would for that query.
+targets (the label names the requested mode, not the content), so in useful mode the simulator
+answers more often for the queries the real engine answers.
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ def build_simtune_pairs(
         if question.bridge is not None:
             focus += world.answers(question.bridge)
         label = "useful" if _mentions(joined, question.answers) else "noisy"
+        # No draw at share 0, so the paper's labelling keeps the stream (and the pairs) it always had.
         miss = label == "noisy" and miss_share > 0 and rng.random() < miss_share
         if miss:
             label = "useful"
