@@ -91,6 +91,12 @@ class GenerationEngine:
         self.eos_ids = self.decoder.eos_ids
         self.max_model_len = self.decoder.max_model_len
 
+    def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt ids of a chat conversation, as `/v1/chat/completions` builds them (template applied,
+        generation prompt added, no extra special tokens)."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Decode all `requests` together; results come back in the same order."""
         for i, req in enumerate(requests):

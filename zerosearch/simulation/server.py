@@ -154,10 +154,9 @@ def create_app(
             )
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         try:
-            text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt_ids = engine.chat_prompt_ids(messages)
         except Exception as e:  # the template itself may reject a conversation (roles, order)
             raise APIError(400, f"messages: the chat template rejected them: {e}", param="messages") from e
-        prompt_ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
         results = await run_rows(build_rows(req, prompt_ids, "messages"))
         choices = [
             {

@@ -1,4 +1,5 @@
-"""Command line: `python -m zerosearch.toyworld build --out DIR` and `... stats --out DIR`.
+"""Command line: `python -m zerosearch.toyworld build --out DIR`, `... stats --out DIR` and
+`... fidelity --world DIR --simulator MODEL` (zerosearch/toyworld/fidelity.py).
 
 Also installed as the `zerosearch-toyworld` console script.
 """
@@ -66,6 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--no-model", action="store_true", help="skip the tokenizer and the untrained model")
     b.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
+    f = sub.add_parser(
+        "fidelity",
+        help="per query kind, how often the real engine and the simulator (useful mode) return the answer",
+    )
+    f.add_argument("--world", required=True, type=Path, help="a built toy world folder")
+    f.add_argument("--simulator", required=True, type=Path, help="the tuned simulator's model folder")
+    f.add_argument("--questions", type=int, default=96, help="single-hop training questions per query kind")
+    f.add_argument(
+        "--temperature", type=float, default=0.8, help="simulator sampling temperature (0: greedy)"
+    )
+    f.add_argument("--seed", type=int, default=0, help="question sample and sampling seed")
     s = sub.add_parser("stats", help="print the counts of a built toy world")
     s.add_argument("--out", required=True, type=Path, help="a folder written by `build`")
     return parser
@@ -114,6 +126,20 @@ def _stats(out: Path) -> int:
     return 0
 
 
+def _fidelity(args: argparse.Namespace) -> int:
+    from zerosearch.toyworld.fidelity import format_table, measure_fidelity
+
+    try:
+        rows = measure_fidelity(
+            args.world, args.simulator, args.questions, temperature=args.temperature, seed=args.seed
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
+    return 0
+
+
 def _name_flag(message: str) -> str:
     """Config checks name the field ("num_people must be ..."); on the command line, name the flag."""
     field = message.split(" ", 1)[0]
@@ -126,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "stats":
         return _stats(args.out)
+    if args.command == "fidelity":
+        return _fidelity(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         manifest = build(args.out, _config(args), overwrite=args.overwrite)

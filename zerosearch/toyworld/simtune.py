@@ -114,7 +114,8 @@ def make_query(
     return f"{names[kind]} {word}".strip()
 
 
-def _mentions(normalized_text: str, phrases) -> bool:
+def mentions(normalized_text: str, phrases) -> bool:
+    """Whether `normalized_text` (normalize_answer'd, padded with spaces) holds one of `phrases` as words."""
     return any(f" {normalize_answer(p)} " in normalized_text for p in phrases if normalize_answer(p))
 
 
@@ -171,12 +172,12 @@ def build_simtune_pairs(
         focus = [world.entity(question.subject).name]
         if question.bridge is not None:
             focus += world.answers(question.bridge)
-        label = "useful" if _mentions(joined, question.answers) else "noisy"
+        label = "useful" if mentions(joined, question.answers) else "noisy"
         # No draw at share 0, so the paper's labelling keeps the stream (and the pairs) it always had.
         miss = label == "noisy" and miss_share > 0 and rng.random() < miss_share
         if miss:
             label = "useful"
-        elif label == "noisy" and _mentions(joined, focus):
+        elif label == "noisy" and mentions(joined, focus):
             stats.dropped_noisy_naming_subject += 1
             continue
         if uses.get(tuple(texts), 0) >= max_same_response:
