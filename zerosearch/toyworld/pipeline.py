@@ -1,7 +1,8 @@
 """The CPU demo: ZeroSearch end to end on the toy world, from nothing to a trained policy and its summary.
 
     python -m zerosearch.toyworld.pipeline [--algorithm grpo] [--assets artifacts/toyworld]
-        [--run-dir outputs/toyworld_demo/grpo] [--steps N] [-- hydra overrides for the RL trainer]
+        [--run-dir outputs/toyworld_demo/grpo] [--steps N] [--engine simulator|real]
+        [-- hydra overrides for the RL trainer]
 
 Stages (DESIGN 8); each one is skipped when its output exists and was made with the same settings:
 1. build the toy world (corpus, QA splits, simulation-tuning pairs, pretraining text, tokenizer, model_init);
@@ -14,6 +15,10 @@ Stages (DESIGN 8); each one is skipped when its output exists and was made with 
    people before training and at the end; the server is stopped whatever happens;
 4. print the summary: warm start vs trained EM/F1, train reward first vs last steps, stage times, peak memory.
 The RL stage always runs (into a fresh run folder): it is what the demo shows.
+
+`--engine real` is the baseline the paper compares with (Search-R1: RL against a real engine): the RL
+stage searches the world's real engine (BM25 over the documents training may see) instead of the
+simulator, and the simulator is neither tuned nor served.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from zerosearch.toyworld.report import HELDOUT_SOURCE, TRAIN_ENTITY_SOURCE, Lear
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALGORITHM_DIR = REPO_ROOT / "configs" / "algorithm"
 STAGE_MARKER = "pipeline_stage.json"
+ENGINES = ("simulator", "real")
+# The documents training may see (none names a held-out person): what `--engine real` searches.
+TRAIN_CORPUS = "corpus_train.jsonl"
 ENV = {
     "RAY_AUTH_MODE": "disabled",
     "WANDB_MODE": "offline",
@@ -68,6 +76,7 @@ class PipelineConfig:
     assets: Path = Path("artifacts/toyworld")
     run_dir: Path | None = None
     algorithm: str = "grpo"
+    engine: str = "simulator"
     steps: int = 40
     overrides: list[str] = field(default_factory=list)
     num_demos: int = 4000
@@ -97,6 +106,8 @@ class PipelineConfig:
         self.run_dir = Path(self.run_dir or f"outputs/toyworld_demo/{self.algorithm}")
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if not (ALGORITHM_DIR / f"{self.algorithm}.yaml").is_file():
             known = sorted(p.stem for p in ALGORITHM_DIR.glob("*.yaml"))
             raise ValueError(
@@ -231,6 +242,19 @@ def _read_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
+def write_train_corpus(assets: Path) -> Path:
+    """`<assets>/corpus_train.jsonl`: the world's documents that name no held-out person (kept if there)."""
+    from zerosearch.toyworld.corpus import build_corpus, visible_documents
+    from zerosearch.toyworld.engine import ToyWorld
+
+    path = assets / TRAIN_CORPUS
+    if not path.is_file():
+        world = ToyWorld.load(assets).world
+        docs = visible_documents(world, build_corpus(world))
+        _write_rows([{"id": d.id, "contents": d.contents} for d in docs], path)
+    return path
+
+
 def write_eval_file(source: Path, out: Path, data_source: str, size: int) -> None:
     """The first `size` questions of `source` with data_source renamed, so validation reports them apart."""
     import pyarrow as pa
@@ -345,8 +369,13 @@ class Pipeline:
         reuse = self._marker_ok(out, settings)
         self.stages.run(label, train, skip_reason=f"{out} exists" if reuse else None)
 
-    def rl_command(self, sim_url: str) -> list[str]:
+    def rl_command(self, sim_url: str | None) -> list[str]:
+        """The RL trainer's command line: against the simulator at `sim_url`, or (None) the real engine."""
         c, a = self.config, self.config.assets.resolve()
+        if sim_url is None:
+            search = ["search=local", f"search.corpus={a / TRAIN_CORPUS}"]
+        else:
+            search = [f"search.urls=[{sim_url}]", "+search.max_tokens=256"]
         overrides = [
             f"algorithm={c.algorithm}",
             f"data.train_files={a / 'train.parquet'}",
@@ -371,8 +400,7 @@ class Pipeline:
             "agent.max_response_length=512",
             "agent.max_obs_length=256",
             "agent.topk=5",
-            f"search.urls=[{sim_url}]",
-            "+search.max_tokens=256",
+            *search,
             f"val_search={{name: local, corpus: {a / 'corpus.jsonl'}}}",
             "curriculum.start=0.0",
             "curriculum.end=0.5",
@@ -395,6 +423,10 @@ class Pipeline:
         c = self.config
         shutil.rmtree(c.run_dir, ignore_errors=True)
         c.run_dir.mkdir(parents=True)
+        if c.engine == "real":
+            write_train_corpus(c.assets)
+            self.stages.run(f"RL ({c.algorithm}) with the real engine", lambda: _run(self.rl_command(None)))
+            return
         port = find_free_port()
         server = ServerProcess(
             "zerosearch.simulation.server",
@@ -417,7 +449,8 @@ class Pipeline:
             self.prepare_data()
             self.sft(c.copy, "pretrain the base model to copy")
             self.sft(c.pretrain, "pretrain the base model")
-            self.sft(c.simulator, "fine-tune the simulator")
+            if c.engine == "simulator":
+                self.sft(c.simulator, "fine-tune the simulator")
             self.sft(c.policy, "warm-start the policy")
             self.train_rl()
         report = read_learning(c.run_dir / "metrics.jsonl")
@@ -442,11 +475,18 @@ def parse_args(argv: Sequence[str]) -> PipelineConfig:
         "--run-dir", default=None, help="RL run folder (default outputs/toyworld_demo/<algorithm>)"
     )
     parser.add_argument("--steps", type=int, default=PipelineConfig.steps, help="RL training steps")
+    parser.add_argument(
+        "--engine",
+        default=PipelineConfig.engine,
+        help="what the RL stage searches: simulator (ZeroSearch, default) or real (the world's BM25: "
+        "the Search-R1 baseline)",
+    )
     args = parser.parse_args(argv)
     return PipelineConfig(
         assets=Path(args.assets),
         run_dir=args.run_dir,
         algorithm=args.algorithm,
+        engine=args.engine,
         steps=args.steps,
         overrides=overrides,
     )

@@ -9,6 +9,8 @@ import pytest
 
 from zerosearch.toyworld.pipeline import (
     STAGE_MARKER,
+    TRAIN_CORPUS,
+    Pipeline,
     PipelineConfig,
     bucket_by_length,
     copy_lines,
@@ -17,6 +19,7 @@ from zerosearch.toyworld.pipeline import (
     pretraining_mix,
     stage_settings,
     write_eval_file,
+    write_train_corpus,
 )
 from zerosearch.toyworld.report import read_learning
 
@@ -36,6 +39,42 @@ def test_arguments_after_double_dash_are_hydra_overrides():
     config = parse_args(["--steps", "3", "--", "trainer.seed=7", "data.train_batch_size=4"])
     assert config.steps == 3
     assert config.overrides == ["trainer.seed=7", "data.train_batch_size=4"]
+
+
+def test_rl_searches_the_simulator_by_default():
+    command = Pipeline(parse_args([])).rl_command("http://127.0.0.1:6001")
+    assert "search.urls=[http://127.0.0.1:6001]" in command
+    assert not any(arg.startswith("search=") for arg in command)
+
+
+def test_real_engine_rl_searches_the_training_corpus_with_no_server():
+    config = parse_args(["--engine", "real", "--assets", "a"])
+    command = Pipeline(config).rl_command(None)
+    assert "search=local" in command
+    assert f"search.corpus={(config.assets / TRAIN_CORPUS).resolve()}" in command
+    assert not any(arg.startswith("search.urls") for arg in command)
+
+
+def test_unknown_engine_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"--engine must be one of simulator, real, got 'google'"):
+        parse_args(["--engine", "google"])
+
+
+def test_training_corpus_names_no_held_out_person(built_world, tmp_path):
+    from zerosearch.toyworld.world import World
+
+    out, _ = built_world
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for name in ("world.json", "corpus.jsonl"):
+        (assets / name).write_bytes((out / name).read_bytes())
+    path = write_train_corpus(assets)
+    train_docs = [json.loads(line)["contents"] for line in path.read_text().splitlines()]
+    all_docs = (out / "corpus.jsonl").read_text().splitlines()
+    world = World.load(out / "world.json")
+    heldout = [p.name for p in world.people if p.group != "train"]
+    assert heldout and 0 < len(train_docs) < len(all_docs)
+    assert not any(name in doc for doc in train_docs for name in heldout)
 
 
 def test_bucketing_keeps_every_row_and_groups_similar_lengths():
