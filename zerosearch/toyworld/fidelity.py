@@ -56,6 +56,8 @@ def measure_fidelity(
     batch_size: int = 32,
 ) -> list[FidelityRow]:
     """Real engine vs simulator, per query kind, on `num_questions` single-hop training questions."""
+    from tqdm import tqdm
+
     from zerosearch.data.schema import read_dataset
     from zerosearch.simulation.engine import GenerationEngine, GenerationRequest, SamplingParams
     from zerosearch.templates import simulation_messages
@@ -64,6 +66,8 @@ def measure_fidelity(
         raise ValueError(f"--questions must be >= 1, got {num_questions}")
     if temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    if not Path(simulator_dir).is_dir():
+        raise FileNotFoundError(f"--simulator: no such model folder: {simulator_dir}")
     world_dir = Path(world_dir)
     world = ToyWorld.load(world_dir).world
     engine = ToyWorld(world, [doc.contents for doc in visible_documents(world, build_corpus(world))])
@@ -74,7 +78,7 @@ def measure_fidelity(
     train_people = world.people_in("train")
     simulator = GenerationEngine(simulator_dir)
     rows = []
-    for kind in QUERY_KINDS:
+    for kind in tqdm(QUERY_KINDS, desc="fidelity", unit="kind"):
         queries = [make_query(world, q, kind, rng, train_people) for q in questions]
         real = engine.search_many(queries, topk)
         requests = [

@@ -54,3 +54,9 @@ def test_cli_refuses_zero_questions(built_world, capsys):
     code = main(["fidelity", "--world", str(out), "--simulator", str(out / "model_init"), "--questions", "0"])
     assert code == 2
     assert "--questions must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_names_a_missing_simulator(built_world, capsys):
+    out, _ = built_world
+    assert main(["fidelity", "--world", str(out), "--simulator", str(out / "nosuch")]) == 2
+    assert "--simulator: no such model folder" in capsys.readouterr().err
