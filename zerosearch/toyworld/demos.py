@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_agent.observation import OBSERVATION_HEAD, OBSERVATION_TAIL, format_documents
-from zerosearch.toyworld.corpus import build_corpus, visible_documents
 from zerosearch.toyworld.engine import ToyWorld
 from zerosearch.toyworld.questions import TYPES_BY_NAME, Question, resolve
 from zerosearch.toyworld.simtune import make_query
@@ -193,9 +192,8 @@ def build_demo_file(world_dir: str | Path, out_path: str | Path, config: DemoCon
     world_dir = Path(world_dir)
     loaded = ToyWorld.load(world_dir)
     world = loaded.world
-    visible = [doc.contents for doc in visible_documents(world, build_corpus(world))]
     questions = [question_from_row(world, row) for row in read_dataset(world_dir / "train.parquet")]
-    rows = build_demonstrations(world, ToyWorld(world, visible), questions, config)
+    rows = build_demonstrations(world, ToyWorld.for_training(world), questions, config)
     if not rows:
         raise ValueError(f"{world_dir}: no demonstration could be built")
     out_path = Path(out_path)

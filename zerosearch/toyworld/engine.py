@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zerosearch.retrieval.index import BM25Index, load_corpus
+from zerosearch.toyworld.corpus import build_corpus, visible_documents
 from zerosearch.toyworld.world import World
 
 
@@ -31,6 +32,11 @@ class ToyWorld:
         if not world_path.exists():
             raise FileNotFoundError(f"{world_path} not found: is {directory} a built toy world?")
         return cls(World.load(world_path), load_corpus(directory / "corpus.jsonl"))
+
+    @classmethod
+    def for_training(cls, world: World) -> ToyWorld:
+        """The engine over the documents training may see (none names a held-out person)."""
+        return cls(world, [doc.contents for doc in visible_documents(world, build_corpus(world))])
 
     @property
     def index(self) -> BM25Index:

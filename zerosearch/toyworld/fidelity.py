@@ -21,7 +21,6 @@ from pathlib import Path
 
 from zerosearch.reward import normalize_answer
 from zerosearch.search.simulate import parse_documents
-from zerosearch.toyworld.corpus import build_corpus, visible_documents
 from zerosearch.toyworld.demos import question_from_row
 from zerosearch.toyworld.engine import ToyWorld
 from zerosearch.toyworld.simtune import PERSON_QUERY_KINDS, make_query, mentions
@@ -70,7 +69,7 @@ def measure_fidelity(
         raise FileNotFoundError(f"--simulator: no such model folder: {simulator_dir}")
     world_dir = Path(world_dir)
     world = ToyWorld.load(world_dir).world
-    engine = ToyWorld(world, [doc.contents for doc in visible_documents(world, build_corpus(world))])
+    engine = ToyWorld.for_training(world)
     rng = random.Random(seed)
     pool = [question_from_row(world, row) for row in read_dataset(world_dir / "train.parquet")]
     single_hop = [q for q in pool if q.hops == 1]
