@@ -5,12 +5,13 @@
 
 RL learns query skill from the simulator only if a good query pays more than a weak one there, as it
 does with the real engine. For single-hop training questions and each query kind of the
-simulation-tuning pairs (full name, the question itself, last name, first name, a misspelt name, a
-similar person's name) this writes one query per question, searches the world's real engine (BM25 over
-the documents training may see) and asks the simulator for useful documents (the chat prompt and
-document cut of the `simulate_sft` backend, decoded by the built-in server's engine), and reports per
-kind the share of results that carry a golden answer, and the share of simulator outputs that carry it
-in more than one document (under repeats a random pick is right, which it never is with BM25).
+simulation-tuning pairs (full name, the question itself, last name, first name, relation words alone, a
+misspelt name, a similar person's name) this writes one query per question, searches the world's real
+engine (BM25 over the documents training may see) and asks the simulator for useful documents (the chat
+prompt and document cut of the `simulate_sft` backend, decoded by the built-in server's engine), and
+reports per kind the share of results that carry a golden answer, and the share of simulator outputs
+that carry it in more than one document (under repeats a random pick is right, which it never is with
+BM25).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from zerosearch.toyworld.demos import question_from_row
 from zerosearch.toyworld.engine import ToyWorld
 from zerosearch.toyworld.simtune import PERSON_QUERY_KINDS, make_query, mentions
 
-QUERY_KINDS = tuple(kind for kind in PERSON_QUERY_KINDS if kind != "relation")
+QUERY_KINDS = PERSON_QUERY_KINDS
 
 
 @dataclass(frozen=True)
