@@ -26,8 +26,6 @@ from zerosearch.toyworld.demos import question_from_row
 from zerosearch.toyworld.engine import ToyWorld
 from zerosearch.toyworld.simtune import PERSON_QUERY_KINDS, make_query, mentions
 
-QUERY_KINDS = PERSON_QUERY_KINDS
-
 
 @dataclass(frozen=True)
 class FidelityRow:
@@ -78,7 +76,7 @@ def measure_fidelity(
     train_people = world.people_in("train")
     simulator = GenerationEngine(simulator_dir)
     rows = []
-    for kind in tqdm(QUERY_KINDS, desc="fidelity", unit="kind"):
+    for kind in tqdm(PERSON_QUERY_KINDS, desc="fidelity", unit="kind"):
         queries = [make_query(world, q, kind, rng, train_people) for q in questions]
         real = engine.search_many(queries, topk)
         requests = [

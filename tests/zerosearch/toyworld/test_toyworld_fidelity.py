@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zerosearch.toyworld.__main__ import main
-from zerosearch.toyworld.fidelity import QUERY_KINDS, answer_documents, format_table, measure_fidelity
+from zerosearch.toyworld.fidelity import answer_documents, format_table, measure_fidelity
+from zerosearch.toyworld.simtune import PERSON_QUERY_KINDS
 
 
 def test_answer_documents_counts_whole_word_answers_once_per_document():
@@ -25,7 +26,7 @@ def fidelity_rows(built_world):
 
 
 def test_every_query_kind_is_measured_on_the_same_questions(fidelity_rows):
-    assert [r.kind for r in fidelity_rows] == list(QUERY_KINDS)
+    assert [r.kind for r in fidelity_rows] == list(PERSON_QUERY_KINDS)
     assert {r.questions for r in fidelity_rows} == {12}
     for r in fidelity_rows:
         assert 0.0 <= r.simulator_repeats <= r.simulator <= 1.0
@@ -39,7 +40,7 @@ def test_the_real_engine_answers_full_name_queries_more_than_similar_name_ones(f
 
 def test_table_lists_each_kind(fidelity_rows):
     table = format_table(fidelity_rows)
-    for kind in QUERY_KINDS:
+    for kind in PERSON_QUERY_KINDS:
         assert kind in table
     assert "12 single-hop training questions" in table
 
