@@ -1,5 +1,6 @@
 """Command line: `python -m zerosearch.toyworld build --out DIR`, `... stats --out DIR` and
-`... fidelity --world DIR --simulator MODEL` (zerosearch/toyworld/fidelity.py).
+`... fidelity --world DIR --simulator MODEL` (zerosearch/toyworld/fidelity.py) and
+`... reading --world DIR --model MODEL` (zerosearch/toyworld/reading.py).
 
 Also installed as the `zerosearch-toyworld` console script.
 """
@@ -78,6 +79,18 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=0.8, help="simulator sampling temperature (0: greedy)"
     )
     f.add_argument("--seed", type=int, default=0, help="question sample and sampling seed")
+    r = sub.add_parser(
+        "reading",
+        help="given the documents a full-name query finds, how often the model answers from them",
+    )
+    r.add_argument("--world", required=True, type=Path, help="a built toy world folder")
+    r.add_argument("--model", required=True, type=Path, help="a policy (or base) model folder")
+    r.add_argument("--split", default="heldout", help="heldout (test questions, default) or train")
+    r.add_argument(
+        "--format", default="policy", help="policy (the agent's trajectory, default) or plain (reading lines)"
+    )
+    r.add_argument("--questions", type=int, default=200, help="single-hop questions to answer")
+    r.add_argument("--seed", type=int, default=0, help="question order and query seed")
     s = sub.add_parser("stats", help="print the counts of a built toy world")
     s.add_argument("--out", required=True, type=Path, help="a folder written by `build`")
     return parser
@@ -140,6 +153,18 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reading(args: argparse.Namespace) -> int:
+    from zerosearch.toyworld.reading import format_result, measure_reading
+
+    try:
+        result = measure_reading(args.world, args.model, args.split, args.format, args.questions, args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_result(result))
+    return 0
+
+
 def _name_flag(message: str) -> str:
     """Config checks name the field ("num_people must be ..."); on the command line, name the flag."""
     field = message.split(" ", 1)[0]
@@ -154,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return _stats(args.out)
     if args.command == "fidelity":
         return _fidelity(args)
+    if args.command == "reading":
+        return _reading(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         manifest = build(args.out, _config(args), overwrite=args.overwrite)

@@ -1,0 +1,145 @@
+"""Reading probe: given the documents a good query finds, does the model pick the answer out of them?
+
+    python -m zerosearch.toyworld reading --world DIR --model MODEL [--split heldout|train]
+        [--format policy|plain] [--questions 200] [--seed 0]
+
+Held-out EM is the product of two skills: a query that brings the answer into the documents, and an
+answer read out of them. `fidelity` measures the first against the simulator; this measures the second,
+alone. For single-hop questions whose full-name query makes the world's real engine return the answer,
+the model sees that query's documents and answers greedily, in one of two layouts:
+
+- `policy`: the agent's trajectory as the warm-start demonstrations write it (search turn, observation,
+  answer turn) up to `<answer>`;
+- `plain`: the base model's reading lines (`Doc i:` lines, `Question:`, `Answer:`).
+
+Reported: the share of answers that are a golden answer (EM), that are copied from the documents, and
+that name an entity of the asked type. Held-out questions search the whole corpus, as validation does;
+training questions search the documents training may see.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_agent.observation import format_documents
+from zerosearch.reward import normalize_answer
+from zerosearch.toyworld.demos import (
+    ANSWER_THOUGHT,
+    SEARCH_THOUGHT,
+    MentionFinder,
+    entity_kind,
+    observation_text,
+    question_from_row,
+)
+from zerosearch.toyworld.engine import ToyWorld
+from zerosearch.toyworld.fidelity import answer_documents
+from zerosearch.toyworld.simtune import make_query
+
+SPLIT_FILES = {"heldout": "test.parquet", "train": "train.parquet"}
+FORMATS = ("policy", "plain")
+
+
+@dataclass(frozen=True)
+class ReadingResult:
+    """Shares of `questions` answers: golden, copied from the documents, of the asked type."""
+
+    questions: int
+    exact_match: float
+    copied: float
+    right_type: float
+
+
+def reading_prompt(tokenizer, fmt: str, question: str, query: str, documents: list[str]) -> list[int]:
+    """The token ids the model continues with its answer, in layout `fmt`."""
+    from zerosearch.templates import policy_messages
+
+    if fmt == "policy":
+        chat = tokenizer.apply_chat_template(
+            policy_messages(question), tokenize=False, add_generation_prompt=True
+        )
+        text = (
+            chat
+            + f"{SEARCH_THOUGHT}<search> {query} </search>"
+            + observation_text(documents)
+            + f"{ANSWER_THOUGHT}<answer>"
+        )
+    else:
+        text = f"{format_documents(documents)}Question: {question}\nAnswer:"
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def measure_reading(
+    world_dir: str | Path,
+    model_dir: str | Path,
+    split: str = "heldout",
+    fmt: str = "policy",
+    num_questions: int = 200,
+    seed: int = 0,
+    topk: int = 5,
+    batch_size: int = 32,
+) -> ReadingResult:
+    """Greedy answers of `model_dir` to `num_questions` single-hop questions of `split`, each shown the real
+    engine's documents for its full-name query (only questions whose documents hold a golden answer)."""
+    from tqdm import tqdm
+
+    from zerosearch.data.schema import read_dataset
+    from zerosearch.simulation.engine import GenerationEngine, GenerationRequest, SamplingParams
+
+    if split not in SPLIT_FILES:
+        raise ValueError(f"--split must be one of {', '.join(SPLIT_FILES)}, got {split!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if num_questions < 1:
+        raise ValueError(f"--questions must be >= 1, got {num_questions}")
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(f"--model: no such model folder: {model_dir}")
+    world_dir = Path(world_dir)
+    loaded = ToyWorld.load(world_dir)
+    world = loaded.world
+    engine = loaded if split == "heldout" else ToyWorld.for_training(world)
+    rng = random.Random(seed)
+    questions = [question_from_row(world, row) for row in read_dataset(world_dir / SPLIT_FILES[split])]
+    questions = [q for q in questions if q.hops == 1]
+    rng.shuffle(questions)
+    train_people = world.people_in("train")
+    model = GenerationEngine(model_dir)
+    stop = ("</answer>",) if fmt == "policy" else ("\n",)
+    shown, requests = [], []
+    for q in questions:
+        query = make_query(world, q, "full", rng, train_people)
+        documents = engine.search(query, topk)
+        if answer_documents(documents, q.answers) == 0:
+            continue
+        ids = reading_prompt(model.tokenizer, fmt, q.text, query, documents)
+        requests.append(GenerationRequest(ids, SamplingParams(max_tokens=16, temperature=0.0, stop=stop)))
+        shown.append((q, " ".join(documents)))
+        if len(requests) == num_questions:
+            break
+    if not requests:
+        raise ValueError(f"{world_dir}: no single-hop {split} question whose documents hold its answer")
+    answers = []
+    for start in tqdm(range(0, len(requests), batch_size), desc="reading", unit="batch"):
+        answers += [out.text.strip() for out in model.generate(requests[start : start + batch_size])]
+    finder = MentionFinder(world)
+    n = len(answers)
+    golden = sum(
+        normalize_answer(a) in {normalize_answer(g) for g in q.answers}
+        for a, (q, _) in zip(answers, shown, strict=True)
+    )
+    copied = sum(bool(a) and a in docs for a, (_, docs) in zip(answers, shown, strict=True))
+    typed = sum(
+        finder.kinds.get(a) == entity_kind(world.entity(q.answer_entity))
+        for a, (q, _) in zip(answers, shown, strict=True)
+    )
+    return ReadingResult(n, golden / n, copied / n, typed / n)
+
+
+def format_result(result: ReadingResult) -> str:
+    return (
+        f"answer is golden (EM)     {result.exact_match:.3f}\n"
+        f"answer copied from docs   {result.copied:.3f}\n"
+        f"answer of the asked type  {result.right_type:.3f}\n"
+        f"({result.questions} single-hop questions whose full-name query finds the answer)"
+    )
