@@ -24,15 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_agent.observation import format_documents
-from zerosearch.reward import normalize_answer
-from zerosearch.toyworld.demos import (
-    ANSWER_THOUGHT,
-    SEARCH_THOUGHT,
-    MentionFinder,
-    entity_kind,
-    observation_text,
-    question_from_row,
-)
+from zerosearch.reward import exact_match
+from zerosearch.toyworld.demos import MentionFinder, demo_segments, entity_kind, question_from_row
 from zerosearch.toyworld.engine import ToyWorld
 from zerosearch.toyworld.fidelity import answer_documents
 from zerosearch.toyworld.simtune import make_query
@@ -56,15 +49,13 @@ def reading_prompt(tokenizer, fmt: str, question: str, query: str, documents: li
     from zerosearch.templates import policy_messages
 
     if fmt == "policy":
+        # A demonstration's trajectory, cut where its answer would begin: the probe follows their layout.
+        response = "".join(segment["text"] for segment in demo_segments(query, documents, ""))
+        response = response[: response.rindex("<answer>") + len("<answer>")]
         chat = tokenizer.apply_chat_template(
             policy_messages(question), tokenize=False, add_generation_prompt=True
         )
-        text = (
-            chat
-            + f"{SEARCH_THOUGHT}<search> {query} </search>"
-            + observation_text(documents)
-            + f"{ANSWER_THOUGHT}<answer>"
-        )
+        text = chat + response
     else:
         text = f"{format_documents(documents)}Question: {question}\nAnswer:"
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -124,10 +115,7 @@ def measure_reading(
         answers += [out.text.strip() for out in model.generate(requests[start : start + batch_size])]
     finder = MentionFinder(world)
     n = len(answers)
-    golden = sum(
-        normalize_answer(a) in {normalize_answer(g) for g in q.answers}
-        for a, (q, _) in zip(answers, shown, strict=True)
-    )
+    golden = sum(exact_match(a, q.answers) for a, (q, _) in zip(answers, shown, strict=True))
     copied = sum(bool(a) and a in docs for a, (_, docs) in zip(answers, shown, strict=True))
     typed = sum(
         finder.kinds.get(a) == entity_kind(world.entity(q.answer_entity))
