@@ -2,17 +2,22 @@
 
 A demonstration is one complete trajectory as the agent loop would write it for a training question:
 
-    <think> ... </think>\\n<search> WEAK QUERY </search>          (policy text: trained)
-    \\n\\n<information>Doc 1: ...\\n...</information>\\n\\n         (observation: NOT trained)
-    <think> ... </think>\\n<answer> RANDOM ENTITY </answer>        (policy text: trained)
+    <think> ... </think>\\n<search> WEAK QUERY </search>              (policy text: trained)
+    \\n\\n<information>Doc 1: ...\\n...</information>\\n\\n             (observation: NOT trained)
+    <think> Question: ...\\nAnswer: X\\n</think>\\n<answer> X </answer>  (policy text: trained)
 
-The query is deliberately weak (last name only, first name only, a misspelt name, or relation words only)
-and the answer is a random entity named in the retrieved documents, of the answer's type when one is
-there. So the warm-started policy knows how to search and how to answer, but not which query finds the
-fact nor which entity answers the question: its real-search EM starts low, and because a random entity
-from the documents is sometimes right (reward ~0.25 in the prototype), GRPO groups have reward variance to
-learn from (DESIGN 8). Documents come from the world's real engine over the documents training may see
-(none names a held-out person), with the observation text exactly as `llm_agent.observation` builds it.
+The query is deliberately weak (last name only, first name only, a misspelt name, or relation words only),
+so the warm-started policy searches in the right format without knowing which query finds the fact: its
+real-search EM starts low and RL has the query skill to learn (DESIGN 8). The answer X is the *base
+model's own* greedy reading of those documents (`ModelReader`), chosen in the thought's reading layout
+(the base model's pretraining lines, pretrain.py) and copied into `<answer>`: the policy keeps the base
+model's reading, as a pretrained LLM keeps its own, and learns none beyond it. Measured (docs/demo.md,
+sessions 17-18): random entities as answers taught the policy to pick at random (a base reading at 0.31
+gave a warm start at 0.12), answer words left untrained broke the answer turn (0.51 -> 0.13 in 80
+steps), and the base's own answers keep it (0.54 -> 0.535). Without a
+reader the answer is a random entity from the documents. Documents come from the world's real engine
+over the documents training may see (none names a held-out person), with the observation text exactly
+as `llm_agent.observation` builds it.
 
 Rows are written for `verl.trainer.sft_trainer`: `prompt` (the policy's chat messages, as in the RL
 dataset) and `response_segments` ([{text, train}], the observation segment with train=false).
@@ -22,11 +27,13 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from llm_agent.observation import OBSERVATION_HEAD, OBSERVATION_TAIL, format_documents
 from zerosearch.toyworld.engine import ToyWorld
+from zerosearch.toyworld.pretrain import reading_prefix
 from zerosearch.toyworld.questions import TYPES_BY_NAME, Question, resolve
 from zerosearch.toyworld.simtune import make_query
 from zerosearch.toyworld.world import City, Country, Org, Person, World, stream
@@ -36,7 +43,6 @@ WEAK_QUERY_KINDS = ("last", "first", "relation", "misspelled")
 # easiest thing for a tiny model to imitate, and the warm start collapsed onto it, never copying a name.
 DEFAULT_QUERY_KINDS = ("last", "first", "misspelled")
 SEARCH_THOUGHT = "<think> I need more information, so I will search. </think>\n"
-ANSWER_THOUGHT = "<think> I will answer with a name from the documents. </think>\n"
 _WORD = re.compile(r"[A-Za-z]+")
 _MAX_NAME_WORDS = 5
 
@@ -112,13 +118,52 @@ def observation_text(documents: list[str]) -> str:
     return OBSERVATION_HEAD + format_documents(documents) + OBSERVATION_TAIL
 
 
-def demo_segments(query: str, documents: list[str], answer: str) -> list[dict]:
-    """The response of one demonstration: search turn, observation (untrained), answer turn."""
+def demo_segments(question: str, query: str, documents: list[str], answer: str) -> list[dict]:
+    """The response of one demonstration: search turn, observation (untrained), answer turn.
+
+    The answer turn's thought restates the question in the base model's reading layout (`Question: ...`
+    then `Answer:`, pretrain.py), so the policy answers where the base learnt to read, then copies that
+    answer into `<answer>`.
+    """
     return [
         {"text": f"{SEARCH_THOUGHT}<search> {query} </search>", "train": True},
         {"text": observation_text(documents), "train": False},
-        {"text": f"{ANSWER_THOUGHT}<answer> {answer} </answer>", "train": True},
+        {
+            "text": f"<think> Question: {question}\nAnswer: {answer}\n</think>\n<answer> {answer} </answer>",
+            "train": True,
+        },
     ]
+
+
+class ModelReader:
+    """Answers (question, documents) pairs with a model's greedy reading, in the base model's reading
+    layout: the warm start then imitates the base model's own choices and learns no reading of its own."""
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 64):
+        from zerosearch.simulation.engine import GenerationEngine
+
+        self.engine = GenerationEngine(model_dir)
+        self.batch_size = batch_size
+
+    def __call__(self, pairs: list[tuple[str, list[str]]]) -> list[str]:
+        from tqdm import tqdm
+
+        from zerosearch.simulation.engine import GenerationRequest, SamplingParams
+
+        params = SamplingParams(max_tokens=16, temperature=0.0, stop=("\n",))
+        tokenizer = self.engine.tokenizer
+        requests = [
+            GenerationRequest(
+                tokenizer(reading_prefix(documents, question), add_special_tokens=False)["input_ids"], params
+            )
+            for question, documents in pairs
+        ]
+        answers: list[str] = []
+        for start in tqdm(range(0, len(requests), self.batch_size), desc="base model answers", unit="batch"):
+            answers += [
+                out.text.strip() for out in self.engine.generate(requests[start : start + self.batch_size])
+            ]
+        return answers
 
 
 def question_from_row(world: World, row: dict) -> Question:
@@ -139,11 +184,17 @@ def question_from_row(world: World, row: dict) -> Question:
 
 
 def build_demonstrations(
-    world: World, engine: ToyWorld, questions: list[Question], config: DemoConfig
+    world: World,
+    engine: ToyWorld,
+    questions: list[Question],
+    config: DemoConfig,
+    reader: Callable[[list[tuple[str, list[str]]]], list[str]] | None = None,
 ) -> list[dict]:
-    """`config.num_demos` demonstration rows for questions sampled from `questions` (train people only).
+    """Up to `config.num_demos` demonstration rows for questions sampled from `questions` (train people only).
 
-    `engine` must search only documents training may see (`visible_documents`).
+    `engine` must search only documents training may see (`visible_documents`). The answers are
+    `reader`'s for each (question, documents) pair (the pipeline's: the base model's, `ModelReader`), or
+    without one a random entity named in the documents; rows without an answer are left out.
     """
     from zerosearch.templates import policy_messages
 
@@ -152,7 +203,6 @@ def build_demonstrations(
         raise ValueError("demonstration questions must all be about train people")
     rng = stream(world.seed + config.seed, "demos")
     train_people = world.people_in("train")
-    finder = MentionFinder(world)
     chosen = [rng.choice(questions) for _ in range(config.num_demos)]
     queries = [
         (q, kind, make_query(world, q, kind, rng, train_people))
@@ -160,10 +210,17 @@ def build_demonstrations(
         for kind in [rng.choice(config.query_kinds)]
     ]
     results = engine.search_many([query for _, _, query in queries], config.topk)
+    if reader is None:
+        finder = MentionFinder(world)
+        answers = [
+            pick_answer(finder, documents, entity_kind(world.entity(q.answer_entity)), rng)
+            for (q, _, _), documents in zip(queries, results, strict=True)
+        ]
+    else:
+        answers = reader([(q.text, documents) for (q, _, _), documents in zip(queries, results, strict=True)])
     rows = []
-    for (question, kind, query), documents in zip(queries, results, strict=True):
-        answer = pick_answer(finder, documents, entity_kind(world.entity(question.answer_entity)), rng)
-        if answer is None:
+    for (question, kind, query), documents, answer in zip(queries, results, answers, strict=True):
+        if not answer:
             continue
         rows.append(
             {
@@ -175,14 +232,20 @@ def build_demonstrations(
                 "documents": documents,
                 "answer": answer,
                 "prompt": policy_messages(question.text, config.template),
-                "response_segments": demo_segments(query, documents, answer),
+                "response_segments": demo_segments(question.text, query, documents, answer),
             }
         )
     return rows
 
 
-def build_demo_file(world_dir: str | Path, out_path: str | Path, config: DemoConfig | None = None) -> Path:
-    """Write demonstrations for a built toy world (its train.parquet questions) to `out_path` (parquet)."""
+def build_demo_file(
+    world_dir: str | Path,
+    out_path: str | Path,
+    config: DemoConfig | None = None,
+    reader_model: str | Path | None = None,
+) -> Path:
+    """Write demonstrations for a built toy world (its train.parquet questions) to `out_path` (parquet),
+    answered by `reader_model`'s reading (`ModelReader`) or, without one, by random entities."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -193,7 +256,8 @@ def build_demo_file(world_dir: str | Path, out_path: str | Path, config: DemoCon
     loaded = ToyWorld.load(world_dir)
     world = loaded.world
     questions = [question_from_row(world, row) for row in read_dataset(world_dir / "train.parquet")]
-    rows = build_demonstrations(world, ToyWorld.for_training(world), questions, config)
+    reader = ModelReader(reader_model) if reader_model is not None else None
+    rows = build_demonstrations(world, ToyWorld.for_training(world), questions, config, reader)
     if not rows:
         raise ValueError(f"{world_dir}: no demonstration could be built")
     out_path = Path(out_path)

@@ -9,7 +9,8 @@ Stages (DESIGN 8); each one is skipped when its output exists and was made with 
 2. with the SFT trainer: pretrain a tiny *base* model, first on copy lines alone, then on the world's text
    packed several lines to a row (tiny models must learn to copy before anything else works, and at every
    position), fine-tune the *simulator* from it on the simulation-tuning pairs, and
-   warm-start the *policy* from it on demonstrations that teach the format but not the skill (`demos.py`);
+   warm-start the *policy* from it on demonstrations that teach the format but not the skill, answered by
+   the base model's own reading (`demos.py`);
 3. serve the simulator with the built-in server, run the RL trainer (GRPO by default) with 2 FSDP ranks
    under the noise curriculum, validating with the world's REAL engine (BM25) on held-out and on training
    people before training and at the end; the server is stopped whatever happens;
@@ -95,7 +96,9 @@ class PipelineConfig:
         betas=(0.9, 0.999),
         weight_decay=0.0,
     )
-    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 750, 3e-3, 4, 576)
+    # Reading that matches the relation as well as the name (half of the reading lines are hard) takes
+    # thousands of steps: 750 gave 0.095 EM on full-name documents, 3000 gave 0.31-0.54 (docs/demo.md).
+    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 3000, 3e-3, 4, 576)
     simulator: SFTStage = SFTStage(
         "model_simulator", "model_base", "simtune_bucketed.parquet", 250, 2e-3, 16, 512
     )
@@ -286,26 +289,18 @@ class Pipeline:
         )
 
     def prepare_data(self) -> None:
-        """Demonstrations, length-bucketed SFT files and the two evaluation files (cheap; redone if missing)."""
-        from zerosearch.toyworld.demos import DemoConfig, build_demo_file
-
+        """Length-bucketed SFT files for the base model and the simulator, and the two evaluation files
+        (cheap; redone if missing)."""
         a, c = self.config.assets, self.config
         settings = {
-            "num_demos": c.num_demos,
             "eval_size": c.eval_size,
             "pretrain_mix": PRETRAIN_MIX,
             "pretrain_row_chars": PRETRAIN_ROW_CHARS,
-            "batches": [
-                c.copy.batch_size,
-                c.pretrain.batch_size,
-                c.simulator.batch_size,
-                c.policy.batch_size,
-            ],
+            "batches": [c.copy.batch_size, c.pretrain.batch_size, c.simulator.batch_size],
         }
         marker = a / "pipeline_data.json"
 
         def make() -> None:
-            build_demo_file(a, a / "demos.parquet", DemoConfig(num_demos=c.num_demos))
             pretrain = _read_rows(a / "pretrain.jsonl")
             sets = {
                 c.copy: copy_lines(pretrain),
@@ -313,7 +308,6 @@ class Pipeline:
                     pretraining_mix(pretrain, **PRETRAIN_MIX, seed=0), PRETRAIN_ROW_CHARS, seed=0
                 ),
                 c.simulator: _read_rows(a / "simtune_pairs.parquet"),
-                c.policy: _read_rows(a / "demos.parquet"),
             }
             for stage, rows in sets.items():
                 _write_rows(bucket_by_length(rows, stage.batch_size, seed=0), a / stage.data)
@@ -327,7 +321,36 @@ class Pipeline:
             marker.write_text(json.dumps(settings))
 
         reuse = marker.is_file() and json.loads(marker.read_text()) == settings
-        self.stages.run("demonstrations and SFT data", make, skip_reason="files exist" if reuse else None)
+        self.stages.run("SFT and evaluation data", make, skip_reason="files exist" if reuse else None)
+
+    def write_demos(self) -> None:
+        """The warm start's demonstrations, answered by the base model's own reading (demos.py), bucketed;
+        redone when the base model or the settings change."""
+        from zerosearch.toyworld.demos import DemoConfig, build_demo_file
+
+        a, c = self.config.assets, self.config
+        base_marker = a / c.policy.init / STAGE_MARKER
+        settings = {
+            "num_demos": c.num_demos,
+            "batch": c.policy.batch_size,
+            "reader": json.loads(base_marker.read_text()) if base_marker.is_file() else None,
+        }
+        marker = a / "pipeline_demos.json"
+
+        def make() -> None:
+            build_demo_file(a, a / "demos.parquet", DemoConfig(num_demos=c.num_demos), a / c.policy.init)
+            rows = _read_rows(a / "demos.parquet")
+            _write_rows(bucket_by_length(rows, c.policy.batch_size, seed=0), a / c.policy.data)
+            marker.write_text(json.dumps(settings))
+
+        reuse = (
+            marker.is_file() and json.loads(marker.read_text()) == settings and (a / c.policy.data).is_file()
+        )
+        self.stages.run(
+            "warm-start demonstrations (the base model's answers)",
+            make,
+            skip_reason="files exist" if reuse else None,
+        )
 
     def sft(self, stage: SFTStage, label: str) -> None:
         a = self.config.assets
@@ -451,6 +474,7 @@ class Pipeline:
             self.sft(c.pretrain, "pretrain the base model")
             if c.engine == "simulator":
                 self.sft(c.simulator, "fine-tune the simulator")
+            self.write_demos()
             self.sft(c.policy, "warm-start the policy")
             self.train_rl()
         report = read_learning(c.run_dir / "metrics.jsonl")

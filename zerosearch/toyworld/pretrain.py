@@ -41,9 +41,10 @@ class Strangers:
         self.taken = {p.name for p in world.people}
         self.rng = rng
 
-    def name(self) -> str:
+    def name(self, first: str | None = None) -> str:
+        """A stranger; with `first`, a stranger of that first name (a namesake)."""
         while True:
-            name = f"{self.rng.choice(self.firsts)} {self.rng.choice(self.lasts)}"
+            name = f"{first or self.rng.choice(self.firsts)} {self.rng.choice(self.lasts)}"
             if name not in self.taken:
                 return name
 
@@ -57,22 +58,38 @@ def _copy_line(rng: random.Random, strangers: Strangers, places: list[str]) -> s
     return f"text: {items}\ncopy: {items}"
 
 
-def _reading_line(world: World, rng: random.Random, strangers: Strangers, visible: list[Document]) -> str:
-    """Documents about a stranger among distractors, a question, and the answer from the context."""
+def reading_prefix(documents: list[str], question: str) -> str:
+    """A reading line up to its answer: the layout in which the base model learns to read (and in which the
+    warm-start demonstrations take its answers, demos.py)."""
+    return f"{format_documents(documents)}Question: {question}\nAnswer:"
+
+
+def _random_object(world: World, rng: random.Random, strangers: Strangers, relation: str):
+    """A fact object for an invented person: (name, entity or None for a spouse)."""
+    if relation == "spouse":
+        return strangers.name(), None
+    if relation == "birthplace":
+        pool = world.cities
+    else:
+        kind = "company" if relation == "employer" else "university"
+        pool = [o for o in world.orgs if o.kind == kind]
+    obj = rng.choice(pool)
+    return obj.name, obj
+
+
+def _reading_line(
+    world: World, rng: random.Random, strangers: Strangers, visible: list[Document], hard: bool
+) -> str:
+    """Documents about a stranger among distractors, a question, and the answer from the context.
+
+    A *hard* line's distractors are the stranger's other facts and a namesake's fact of the asked
+    relation, as the documents a full-name query finds: answering it takes matching both the name and
+    the relation, not the name alone (docs/demo.md: easy lines alone teach name matching only).
+    """
     person = strangers.name()
     first = person.split()[0]
     relation = rng.choice(RELATIONS)
-    if relation == "spouse":
-        obj_name = strangers.name()
-        obj = None
-    else:
-        pool = (
-            world.cities
-            if relation == "birthplace"
-            else [o for o in world.orgs if o.kind == ("company" if relation == "employer" else "university")]
-        )
-        obj = rng.choice(pool)
-        obj_name = obj.name
+    obj_name, obj = _random_object(world, rng, strangers, relation)
     context = [fact_sentence(rng, relation, person, first, obj_name)]
     qtype = TYPES_BY_NAME[relation]
     answer = obj_name
@@ -81,23 +98,44 @@ def _reading_line(world: World, rng: random.Random, strangers: Strangers, visibl
         qtype = TYPES_BY_NAME["birth_country"]
         answer = world.entity(obj.country).name
         context.append(f"{obj.name} is a city in {answer}.")
-    context += [doc.contents for doc in rng.sample(visible, rng.randint(1, 3))]
+    if hard:
+        others = [r for r in RELATIONS if r != relation]
+        for other in rng.sample(others, rng.randint(1, len(others))):
+            context.append(
+                fact_sentence(rng, other, person, first, _random_object(world, rng, strangers, other)[0])
+            )
+        namesake = person
+        while namesake == person:
+            namesake = strangers.name(first)
+        namesake_obj = _random_object(world, rng, strangers, relation)[0]
+        context.append(fact_sentence(rng, relation, namesake, first, namesake_obj))
+        context += [doc.contents for doc in rng.sample(visible, rng.randint(0, 1))]
+    else:
+        context += [doc.contents for doc in rng.sample(visible, rng.randint(1, 3))]
     rng.shuffle(context)
     question = rng.choice(qtype.phrasings).format(p=person)
-    return f"{format_documents(context)}Question: {question}\nAnswer: {answer}"
+    return f"{reading_prefix(context, question)} {answer}"
 
 
 def build_pretrain_texts(
-    world: World, documents: list[Document], num_copy: int = 4000, num_reading: int = 6000
+    world: World,
+    documents: list[Document],
+    num_copy: int = 4000,
+    num_reading: int = 6000,
+    hard_share: float = 0.5,
 ) -> list[str]:
-    """The pretraining texts, shuffled: visible world documents, copy lines and reading lines."""
+    """The pretraining texts, shuffled: visible world documents, copy lines and reading lines, of which
+    `hard_share` are hard (see `_reading_line`)."""
     rng = stream(world.seed, "pretrain")
     strangers = Strangers(world, rng)
     visible = visible_documents(world, documents)
     places = [c.name for c in world.cities] + [o.name for o in world.orgs]
     texts = [doc.contents for doc in visible]
     texts += [_copy_line(rng, strangers, places) for _ in range(num_copy)]
-    texts += [_reading_line(world, rng, strangers, visible) for _ in range(num_reading)]
+    texts += [
+        _reading_line(world, rng, strangers, visible, hard=rng.random() < hard_share)
+        for _ in range(num_reading)
+    ]
     rng.shuffle(texts)
     return texts
 

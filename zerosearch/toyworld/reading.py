@@ -8,8 +8,9 @@ answer read out of them. `fidelity` measures the first against the simulator; th
 alone. For single-hop questions whose full-name query makes the world's real engine return the answer,
 the model sees that query's documents and answers greedily, in one of two layouts:
 
-- `policy`: the agent's trajectory as the warm-start demonstrations write it (search turn, observation,
-  answer turn) up to `<answer>`;
+- `policy`: the agent's trajectory as the warm-start demonstrations write it, up to the end of the
+  observation; the model writes the answer turn (its thought, then `<answer>`), and the answer is what
+  the trainer's reward would extract;
 - `plain`: the base model's reading lines (`Doc i:` lines, `Question:`, `Answer:`).
 
 Reported: the share of answers that are a golden answer (EM), that are copied from the documents, and
@@ -23,11 +24,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_agent.observation import format_documents
-from zerosearch.reward import exact_match
+from zerosearch.reward import exact_match, extract_answer
 from zerosearch.toyworld.demos import MentionFinder, demo_segments, entity_kind, question_from_row
 from zerosearch.toyworld.engine import ToyWorld
 from zerosearch.toyworld.fidelity import answer_documents
+from zerosearch.toyworld.pretrain import reading_prefix
 from zerosearch.toyworld.simtune import make_query
 
 SPLIT_FILES = {"heldout": "test.parquet", "train": "train.parquet"}
@@ -45,20 +46,27 @@ class ReadingResult:
 
 
 def reading_prompt(tokenizer, fmt: str, question: str, query: str, documents: list[str]) -> list[int]:
-    """The token ids the model continues with its answer, in layout `fmt`."""
+    """The token ids the model continues with its answer turn (`policy`) or its answer (`plain`)."""
     from zerosearch.templates import policy_messages
 
     if fmt == "policy":
-        # A demonstration's trajectory, cut where its answer would begin: the probe follows their layout.
-        response = "".join(segment["text"] for segment in demo_segments(query, documents, ""))
-        response = response[: response.rindex("<answer>") + len("<answer>")]
+        # A demonstration's trajectory, cut where its answer turn begins: the probe follows their layout.
+        search_turn, observation = demo_segments(question, query, documents, "")[:2]
         chat = tokenizer.apply_chat_template(
             policy_messages(question), tokenize=False, add_generation_prompt=True
         )
-        text = chat + response
+        text = chat + search_turn["text"] + observation["text"]
     else:
-        text = f"{format_documents(documents)}Question: {question}\nAnswer:"
+        text = reading_prefix(documents, question)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def read_answer(fmt: str, text: str) -> str:
+    """The answer in a generated continuation: `<answer>`'s content (policy; generation stops at
+    `</answer>`, which the text leaves out), the line (plain)."""
+    if fmt == "policy":
+        return extract_answer(text + "</answer>") or ""
+    return text.strip()
 
 
 def measure_reading(
@@ -104,7 +112,15 @@ def measure_reading(
         if answer_documents(documents, q.answers) == 0:
             continue
         ids = reading_prompt(model.tokenizer, fmt, q.text, query, documents)
-        requests.append(GenerationRequest(ids, SamplingParams(max_tokens=16, temperature=0.0, stop=stop)))
+        # The policy's answer turn restates the question before it answers (demos.py): room for both; its
+        # tags are special tokens in the toy tokenizer, kept in the text to find the answer.
+        max_tokens = 96 if fmt == "policy" else 16
+        requests.append(
+            GenerationRequest(
+                ids,
+                SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=stop, skip_special_tokens=False),
+            )
+        )
         shown.append((q, " ".join(documents)))
         if len(requests) == num_questions:
             break
@@ -112,7 +128,9 @@ def measure_reading(
         raise ValueError(f"{world_dir}: no single-hop {split} question whose documents hold its answer")
     answers = []
     for start in tqdm(range(0, len(requests), batch_size), desc="reading", unit="batch"):
-        answers += [out.text.strip() for out in model.generate(requests[start : start + batch_size])]
+        answers += [
+            read_answer(fmt, out.text) for out in model.generate(requests[start : start + batch_size])
+        ]
     finder = MentionFinder(world)
     n = len(answers)
     golden = sum(exact_match(a, q.answers) for a, (q, _) in zip(answers, shown, strict=True))

@@ -13,6 +13,7 @@ from zerosearch.toyworld.corpus import visible_documents
 from zerosearch.toyworld.demos import (
     DemoConfig,
     MentionFinder,
+    ModelReader,
     build_demo_file,
     build_demonstrations,
     demo_segments,
@@ -48,8 +49,9 @@ def test_documents_come_from_the_real_engine(demos, small_world, small_corpus):
 
 def test_policy_segments_parse_as_a_search_then_an_answer(demos):
     for row in demos:
-        search, _, answer = row["response_segments"]
-        first, second = parse_action(search["text"]), parse_action(answer["text"])
+        search, _, *answer_turn = row["response_segments"]
+        answer = "".join(segment["text"] for segment in answer_turn)
+        first, second = parse_action(search["text"]), parse_action(answer)
         assert first.is_search and first.content == row["query"]
         assert second.is_answer and second.content == row["answer"]
 
@@ -107,13 +109,19 @@ def test_demo_file_is_written_from_a_built_world(built_world, tmp_path):
 
 
 def test_segments_end_with_the_closing_answer_tag():
-    segments = demo_segments("Zisai born", ["Doc text one.", "Doc text two."], "Tawo")
+    segments = demo_segments("Where was Zisai Tawo born?", "Zisai born", ["Doc one.", "Doc two."], "Tawo")
     assert segments[0]["text"].endswith("</search>")
-    assert (
-        segments[1]["text"]
-        == "\n\n<information>Doc 1: Doc text one.\nDoc 2: Doc text two.\n</information>\n\n"
+    assert segments[1]["text"] == "\n\n<information>Doc 1: Doc one.\nDoc 2: Doc two.\n</information>\n\n"
+    assert "".join(s["text"] for s in segments[2:]).endswith("</think>\n<answer> Tawo </answer>")
+
+
+def test_the_answer_thought_is_a_reading_line_then_the_answer_is_copied():
+    """The answer turn restates the question in the base model's reading layout and answers there, so the
+    policy chooses where its base model learnt to read; `<answer>` repeats that choice."""
+    segments = demo_segments("Where was Zisai Tawo born?", "Zisai born", ["Doc one."], "Tawo")
+    assert segments[2]["text"] == (
+        "<think> Question: Where was Zisai Tawo born?\nAnswer: Tawo\n</think>\n<answer> Tawo </answer>"
     )
-    assert segments[2]["text"].endswith("<answer> Tawo </answer>")
 
 
 def test_relation_only_queries_are_left_out_by_default(demos):
@@ -126,3 +134,30 @@ def test_unknown_query_kind_is_refused(small_world, small_corpus, small_splits):
         build_demonstrations(
             small_world, engine, small_splits.train, DemoConfig(num_demos=5, query_kinds=("full",))
         )
+
+
+def test_a_reader_chooses_the_answers_and_rows_it_cannot_answer_are_left_out(
+    small_world, small_corpus, small_splits
+):
+    engine = ToyWorld(small_world, [doc.contents for doc in visible_documents(small_world, small_corpus)])
+    seen = []
+
+    def reader(pairs):
+        seen.extend(pairs)
+        return ["" if i % 2 else f"Answer{i}" for i in range(len(pairs))]
+
+    rows = build_demonstrations(small_world, engine, small_splits.train, DemoConfig(num_demos=10), reader)
+    assert [row["answer"] for row in rows] == [f"Answer{i}" for i in range(0, 10, 2)]
+    assert [(row["question"], row["documents"]) for row in rows] == [tuple(p) for p in seen[::2]]
+    assert all(
+        row["response_segments"][2]["text"].endswith(f"<answer> {row['answer']} </answer>") for row in rows
+    )
+
+
+def test_model_reader_answers_in_the_reading_layout_one_line_each(built_world):
+    out, _ = built_world
+    reader = ModelReader(out / "model_init", batch_size=2)
+    pairs = [("Where was Zisai Tawo born?", ["Zisai Tawo was born in Mopont."])] * 3
+    answers = reader(pairs)
+    assert len(answers) == 3 and len(set(answers)) == 1  # greedy: the same pair, the same answer
+    assert all("\n" not in a and a == a.strip() for a in answers)

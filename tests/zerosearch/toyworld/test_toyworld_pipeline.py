@@ -7,6 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from zerosearch.toyworld.demos import ModelReader
 from zerosearch.toyworld.pipeline import (
     STAGE_MARKER,
     TRAIN_CORPUS,
@@ -179,3 +180,25 @@ def test_a_stage_is_reused_only_while_its_settings_data_and_init_model_are_uncha
     assert json.loads(marker.read_text()) == stage_settings(stage, tmp_path)
     (tmp_path / stage.init / STAGE_MARKER).write_text(json.dumps({"steps": 1}))
     assert stage_settings(stage, tmp_path) != settings  # the model it starts from was retrained
+
+
+def test_demonstrations_are_answered_by_the_base_model_and_redone_when_it_changes(built_world, tmp_path):
+    import shutil
+
+    out, _ = built_world
+    assets = tmp_path / "assets"
+    shutil.copytree(out, assets)
+    shutil.copytree(assets / "model_init", assets / "model_base")  # stands in for the pretrained base
+    config = PipelineConfig(assets=assets, num_demos=6)
+    label = "warm-start demonstrations (the base model's answers)"
+    Pipeline(config).write_demos()
+    rows = pq.read_table(assets / config.policy.data).to_pylist()
+    reader = ModelReader(assets / "model_base")
+    assert rows and [r["answer"] for r in rows] == reader([(r["question"], r["documents"]) for r in rows])
+    again = Pipeline(config)
+    again.write_demos()
+    assert list(again.stages.seconds) == [label + " (reused)"]
+    (assets / "model_base" / STAGE_MARKER).write_text(json.dumps({"steps": 1}))
+    retrained = Pipeline(config)
+    retrained.write_demos()
+    assert list(retrained.stages.seconds) == [label]

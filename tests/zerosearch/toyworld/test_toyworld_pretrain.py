@@ -71,3 +71,24 @@ def test_copy_lines_list_strangers_and_places(small_world, texts):
         first, last = name.split()
         assert first in firsts and last in lasts and name not in world_names
     assert len(set(strangers)) > 0.9 * len(strangers)  # drawn afresh: hardly any name repeats
+
+
+def test_hard_reading_lines_need_the_name_and_the_relation(small_world, small_corpus):
+    """A hard line's distractors are the asked person's other facts and a namesake's fact: the answer's
+    document is the only one with both the asked name and the asked relation."""
+    texts = build_pretrain_texts(small_world, small_corpus, num_copy=0, num_reading=60, hard_share=1.0)
+    reading = [t for t in texts if t.startswith("Doc 1: ")]
+    assert len(reading) == 60
+    for line in reading:
+        person = _asked_person(line)
+        first = person.split()[0]
+        docs = line.split("\nQuestion: ")[0].split("\n")
+        assert len([d for d in docs if person in d]) >= 2
+        assert any(f"{first} " in d and person not in d for d in docs)
+
+
+def test_easy_reading_lines_name_the_asked_person_once(small_world, small_corpus):
+    texts = build_pretrain_texts(small_world, small_corpus, num_copy=0, num_reading=60, hard_share=0.0)
+    for line in [t for t in texts if t.startswith("Doc 1: ")]:
+        docs = line.split("\nQuestion: ")[0].split("\n")
+        assert len([d for d in docs if _asked_person(line) in d]) == 1

@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from zerosearch.toyworld.__main__ import main
-from zerosearch.toyworld.demos import ANSWER_THOUGHT, observation_text
-from zerosearch.toyworld.reading import format_result, measure_reading, reading_prompt
+from zerosearch.toyworld.demos import SEARCH_THOUGHT, observation_text
+from zerosearch.toyworld.reading import format_result, measure_reading, read_answer, reading_prompt
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +16,21 @@ def tokenizer(built_world):
     return AutoTokenizer.from_pretrained(str(out / "model_init"))
 
 
-def test_policy_prompt_ends_where_the_demonstrations_write_the_answer(tokenizer):
+def test_policy_prompt_ends_where_the_demonstrations_begin_the_answer_turn(tokenizer):
     docs = ["Pulou Waitra studied at Zovasversa.", "Pulou Waitra works for Dipencorp."]
     ids = reading_prompt(tokenizer, "policy", "Where did Pulou Waitra study?", "Pulou Waitra studied", docs)
     text = tokenizer.decode(ids)
     assert "Question: Where did Pulou Waitra study?" in text
-    assert text.endswith(observation_text(docs) + ANSWER_THOUGHT + "<answer>")
+    assert text.endswith(SEARCH_THOUGHT + "<search> Pulou Waitra studied </search>" + observation_text(docs))
+
+
+def test_the_policy_answer_is_the_answer_tag_not_the_thought():
+    turn = (
+        "<think> Question: Where did Pulou Waitra study?\nAnswer: Dipencorp\n</think>\n<answer> Zovasversa "
+    )
+    assert read_answer("policy", turn) == "Zovasversa"
+    assert read_answer("policy", "<think> no answer yet") == ""
+    assert read_answer("plain", " Zovasversa ") == "Zovasversa"
 
 
 def test_plain_prompt_is_a_reading_line_up_to_its_answer(tokenizer):
