@@ -36,6 +36,8 @@ class TrajectoryStats:
     turns: generations run; searches: searches executed; valid_actions: turns whose first action parsed
     (a search on the final turn is valid but not executed); invalid_actions: turns without a valid action;
     answered: ended with an answer; truncated: stopped by the response-length budget.
+    no_noisy_search: no search came back noisy (true without a simulator), so a curriculum's noise did not
+    touch this trajectory's reward.
     """
 
     turns: int = 0
@@ -45,6 +47,10 @@ class TrajectoryStats:
     answered: bool = False
     truncated: bool = False
     search_calls: list[SearchCall] = field(default_factory=list)
+
+    @property
+    def no_noisy_search(self) -> bool:
+        return not any(call.noisy for call in self.search_calls)
 
 
 @dataclass
@@ -131,6 +137,7 @@ class AgentRolloutResult:
             "valid_actions": np.array([s.valid_actions for s in stats], dtype=object),
             "invalid_actions": np.array([s.invalid_actions for s in stats], dtype=object),
             "answered": np.array([s.answered for s in stats], dtype=object),
+            "no_noisy_search": np.array([s.no_noisy_search for s in stats], dtype=object),
         }
         return DataProto.from_dict(tensors, non_tensors)
 

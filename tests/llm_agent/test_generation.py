@@ -158,6 +158,22 @@ def test_each_search_carries_its_own_question_answers_and_noise(tokenizer):
     assert [c.noisy for t in result.trajectories for c in t.stats.search_calls] == [True, True]
 
 
+def test_trajectories_whose_searches_all_came_back_useful_are_marked(tokenizer):
+    """The trainer logs the score over these rows too: the reward a noise curriculum did not touch."""
+    scripts = [["<search> q0 </search>", "<answer> a </answer>"], ["<answer> b </answer>"]]
+    noisy, _, _, _ = run(tokenizer, scripts, noise=0.75)  # the test backend: noisy when noise > 0.5
+    useful, _, _, _ = run(tokenizer, scripts, noise=0.25)
+    column = "no_noisy_search"
+    assert noisy.to_dataproto(pad_token_id=tokenizer.pad_token_id).non_tensor_batch[column].tolist() == [
+        False,
+        True,  # no search at all: nothing noisy
+    ]
+    assert useful.to_dataproto(pad_token_id=tokenizer.pad_token_id).non_tensor_batch[column].tolist() == [
+        True,
+        True,
+    ]
+
+
 def test_search_seeds_follow_the_rollout_seed_the_turn_and_the_trajectory(tokenizer):
     scripts = [
         ["<search> q0 </search>", "<search> q0 again </search>", "<answer> a </answer>"],

@@ -273,6 +273,14 @@ class RayPPOTrainer:
             "state_tokens/total": float(mask.sum()),
             "state_tokens/coverage": float(mask.sum()) / max(float(response_attn.sum()), 1.0),
         }
+        # The score over the rows a boolean per-row column marks (an agent's `answered`, or
+        # `no_noisy_search`: the reward a noise curriculum did not touch), so a trend is not confounded.
+        row_scores = scores.float().cpu().numpy()
+        for name, column in batch.non_tensor_batch.items():
+            if len(column) and all(isinstance(v, (bool, np.bool_)) for v in column):
+                rows = column.astype(bool)
+                if rows.any():
+                    out[f"critic/score/mean_where/{name}"] = float(row_scores[rows].mean())
         return out
 
     def _maybe_log_samples(self, batch: DataProto, texts: list[str]) -> None:

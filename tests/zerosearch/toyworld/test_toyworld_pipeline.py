@@ -202,3 +202,17 @@ def test_demonstrations_are_answered_by_the_base_model_and_redone_when_it_change
     retrained = Pipeline(config)
     retrained.write_demos()
     assert list(retrained.stages.seconds) == [label]
+
+
+def test_report_shows_the_reward_no_noise_touched_beside_the_plain_one(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    _write_metrics(path, [0.2] * 10 + [0.1] * 10, before_em=0.1, after_em=0.3)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records[1:]:
+        r["critic/score/mean_where/no_noisy_search"] = 0.2 if r["step"] <= 10 else 0.3
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = read_learning(path)
+    assert report.useful_rewards == [0.2] * 10 + [0.3] * 10
+    assert not report.reward_rose  # the verdict stays on the plain train reward
+    line = next(x for x in report.table().splitlines() if "no noise touched" in x)
+    assert line.split()[-3:] == ["0.200", "0.300", "+0.100"]
