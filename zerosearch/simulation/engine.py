@@ -108,6 +108,20 @@ class GenerationEngine:
         results = self.decoder.decode(rows)
         return [self._result(req, res) for req, res in zip(requests, results, strict=True)]
 
+    def generate_in_batches(
+        self, requests: Sequence[GenerationRequest], batch_size: int, desc: str | None = None
+    ) -> list[GenerationResult]:
+        """`generate` over `requests`, `batch_size` at a time (memory stays bounded on long lists), with a
+        progress bar labelled `desc` when given; results in the same order."""
+        from tqdm import tqdm
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        starts = range(0, len(requests), batch_size)
+        if desc is not None:
+            starts = tqdm(starts, desc=desc, unit="batch")
+        return [out for start in starts for out in self.generate(requests[start : start + batch_size])]
+
     def _result(self, request: GenerationRequest, result: DecodeResult) -> GenerationResult:
         params = request.params
         ids = result.token_ids

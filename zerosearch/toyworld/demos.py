@@ -146,8 +146,6 @@ class ModelReader:
         self.batch_size = batch_size
 
     def __call__(self, pairs: list[tuple[str, list[str]]]) -> list[str]:
-        from tqdm import tqdm
-
         from zerosearch.simulation.engine import GenerationRequest, SamplingParams
 
         params = SamplingParams(max_tokens=16, temperature=0.0, stop=("\n",))
@@ -158,12 +156,8 @@ class ModelReader:
             )
             for question, documents in pairs
         ]
-        answers: list[str] = []
-        for start in tqdm(range(0, len(requests), self.batch_size), desc="base model answers", unit="batch"):
-            answers += [
-                out.text.strip() for out in self.engine.generate(requests[start : start + self.batch_size])
-            ]
-        return answers
+        outputs = self.engine.generate_in_batches(requests, self.batch_size, "base model answers")
+        return [out.text.strip() for out in outputs]
 
 
 def question_from_row(world: World, row: dict) -> Question:

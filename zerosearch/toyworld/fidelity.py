@@ -88,9 +88,7 @@ def measure_fidelity(
             )
             for i, (query, q) in enumerate(zip(queries, questions, strict=True))
         ]
-        outputs = []
-        for start in range(0, len(requests), batch_size):
-            outputs += simulator.generate(requests[start : start + batch_size])
+        outputs = simulator.generate_in_batches(requests, batch_size)
         counts = [
             answer_documents(parse_documents(out.text, topk), q.answers)
             for out, q in zip(outputs, questions, strict=True)

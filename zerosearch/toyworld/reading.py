@@ -81,8 +81,6 @@ def measure_reading(
 ) -> ReadingResult:
     """Greedy answers of `model_dir` to `num_questions` single-hop questions of `split`, each shown the real
     engine's documents for its full-name query (only questions whose documents hold a golden answer)."""
-    from tqdm import tqdm
-
     from zerosearch.data.schema import read_dataset
     from zerosearch.simulation.engine import GenerationEngine, GenerationRequest, SamplingParams
 
@@ -126,11 +124,9 @@ def measure_reading(
             break
     if not requests:
         raise ValueError(f"{world_dir}: no single-hop {split} question whose documents hold its answer")
-    answers = []
-    for start in tqdm(range(0, len(requests), batch_size), desc="reading", unit="batch"):
-        answers += [
-            read_answer(fmt, out.text) for out in model.generate(requests[start : start + batch_size])
-        ]
+    answers = [
+        read_answer(fmt, out.text) for out in model.generate_in_batches(requests, batch_size, "reading")
+    ]
     finder = MentionFinder(world)
     n = len(answers)
     golden = sum(exact_match(a, q.answers) for a, (q, _) in zip(answers, shown, strict=True))
