@@ -21,6 +21,7 @@ does not).
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,9 @@ class BatchDecoder:
         self.eos_ids = self._eos_ids()
         self.max_model_len = self._max_model_len()
         self.special_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+        # transformers 5.x renamed the KV-cache argument (`past_key_values` warns, and goes in 5.40).
+        params = inspect.signature(model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     def _pad_id(self) -> int:
         if self.tokenizer.pad_token_id is not None:
@@ -216,9 +220,9 @@ class BatchDecoder:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self.cache_kwarg: cache},
         )
         active = list(range(len(rows)))
         while True:
@@ -243,8 +247,8 @@ class BatchDecoder:
                 input_ids=tokens.unsqueeze(-1),
                 attention_mask=mask,
                 position_ids=next_pos,
-                past_key_values=cache,
                 use_cache=True,
+                **{self.cache_kwarg: cache},
             )
             next_pos = next_pos + 1
 
