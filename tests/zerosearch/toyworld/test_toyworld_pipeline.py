@@ -9,6 +9,7 @@ import pytest
 
 from zerosearch.toyworld.demos import ModelReader
 from zerosearch.toyworld.pipeline import (
+    RL_TRAIN_FILE,
     STAGE_MARKER,
     TRAIN_CORPUS,
     Pipeline,
@@ -20,6 +21,7 @@ from zerosearch.toyworld.pipeline import (
     pretraining_mix,
     stage_settings,
     write_eval_file,
+    write_source_subset,
     write_train_corpus,
 )
 from zerosearch.toyworld.report import read_learning
@@ -54,6 +56,29 @@ def test_real_engine_rl_searches_the_training_corpus_with_no_server():
     assert "search=local" in command
     assert f"search.corpus={(config.assets / TRAIN_CORPUS).resolve()}" in command
     assert not any(arg.startswith("search.urls") for arg in command)
+
+
+def test_rl_trains_on_the_single_hop_file_under_both_engines():
+    for engine in ("simulator", "real"):
+        config = parse_args(["--engine", engine, "--assets", "a"])
+        command = Pipeline(config).rl_command(None if engine == "real" else "http://127.0.0.1:6001")
+        assert f"data.train_files={(config.assets / RL_TRAIN_FILE).resolve()}" in command
+
+
+def test_source_subset_keeps_only_the_named_data_sources(built_world, tmp_path):
+    out, _ = built_world
+    write_source_subset(out / "train.parquet", tmp_path / "single.parquet", ["toyworld_single_hop"])
+    sources = pq.read_table(out / "train.parquet").column("data_source").to_pylist()
+    kept = pq.read_table(tmp_path / "single.parquet").column("data_source").to_pylist()
+    assert kept == ["toyworld_single_hop"] * sources.count("toyworld_single_hop")
+    assert 0 < len(kept) < len(sources)
+
+
+def test_source_subset_with_no_matching_row_names_the_file_and_its_sources(built_world, tmp_path):
+    out, _ = built_world
+    with pytest.raises(ValueError, match=r"train\.parquet: no row with data_source in \['nosuch'\]; it has "):
+        write_source_subset(out / "train.parquet", tmp_path / "x.parquet", ["nosuch"])
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_unknown_engine_is_a_clear_error():
