@@ -431,8 +431,8 @@ class Pipeline:
             f"actor_rollout_ref.model.path={a / c.policy.name}",
             "actor_rollout_ref.actor.ppo_mini_batch_size=16",
             "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
-            # 2e-4 (and 3e-4) let the tiny policy drift on noisy rewards: training-people EM fell 0.025-0.055
-            # over four runs; 1e-4 held it (-0.005) and raised held-out EM most (docs/demo.md, session 21)
+            # Small steps on noisy rewards: at 2e-4 training-people EM fell 0.025-0.055 in four runs, at 1e-4
+            # 0.005 and 0.040 (two seeds; the difference is within noise, docs/demo.md session 21)
             "actor_rollout_ref.actor.optim.lr=1e-4",
             # Holds the warm start's queries: a tiny simulator pays weak and name-less queries as well as
             # full names, and at the paper's 0.001 GRPO drifted to them (docs/demo.md, session 19)
