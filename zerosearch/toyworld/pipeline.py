@@ -419,7 +419,7 @@ class Pipeline:
             search = ["search=local", f"search.corpus={a / TRAIN_CORPUS}"]
         else:
             # A 2-layer simulator sampling at the paper's 0.8 rarely writes the answer: the first steps'
-            # reward was 0.13 there and 0.21-0.24 at 0.5 (session 21), so far fewer GRPO groups tie.
+            # reward was 0.13 there and 0.21-0.26 at 0.5 (session 21), so far fewer GRPO groups tie.
             search = [f"search.urls=[{sim_url}]", "+search.max_tokens=256", "+search.temperature=0.5"]
         overrides = [
             f"algorithm={c.algorithm}",
