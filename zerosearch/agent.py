@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from llm_agent.generation import GenerationConfig, LLMGenerationManager
+from llm_agent.search import SearchBackend
+from llm_agent.trajectory import AgentRolloutResult
 from verl.protocol import DataProto
 from verl.workers.rollout.base import RolloutEngine, RolloutSamplingParams
 from zerosearch.curriculum import NoiseSchedule
@@ -22,7 +24,10 @@ logger = logging.getLogger(__name__)
 class ZeroSearchAgentLoop:
     """search: options of the training backend (`name` + its options, see docs/search.md); val_search: the
     backend for validation (e.g. the real engine), or None to validate on the training backend at noise 0;
-    curriculum: NoiseSchedule fields except total_steps (the trainer's step count)."""
+    val_search_by_source: validation backends for single data_sources, overriding val_search for their rows
+    (options, or None for the training backend at noise 0: how the policy scores on fixed questions under
+    the engine it trains with, beside its real-engine scores); curriculum: NoiseSchedule fields except
+    total_steps (the trainer's step count)."""
 
     def __init__(
         self,
@@ -32,6 +37,7 @@ class ZeroSearchAgentLoop:
         search: dict[str, Any],
         curriculum: dict[str, Any],
         val_search: dict[str, Any] | None = None,
+        val_search_by_source: dict[str, dict[str, Any] | None] | None = None,
         max_turns: int = 5,
         max_response_length: int = 4096,
         max_obs_length: int = 2048,
@@ -50,6 +56,14 @@ class ZeroSearchAgentLoop:
         self.schedule = NoiseSchedule(total_steps=total_training_steps, **curriculum)
         self.search = build_search_backend(**search)
         self.val_search = build_search_backend(**val_search) if val_search else self.search
+        self.val_search_by_source: dict[str, SearchBackend] = {}
+        for source, options in (val_search_by_source or {}).items():
+            try:
+                backend = build_search_backend(**options) if options else self.search
+            except (TypeError, ValueError) as e:
+                self.close()
+                raise ValueError(f"agent.val_search_by_source.{source}: {e}") from e
+            self.val_search_by_source[str(source)] = backend
 
     def noise_probability(self, global_step: int) -> float:
         """Training step `global_step` (1-based) is step i = global_step - 1 of the schedule: the first step
@@ -68,22 +82,43 @@ class ZeroSearchAgentLoop:
         of its trajectory; returns the engine's tensors (prompts, responses, response_mask, ...) in row order,
         and the batch's agent and search metrics."""
         noise = 0.0 if validate else self.noise_probability(global_step)
-        manager = LLMGenerationManager(
-            engine, self.val_search if validate else self.search, self.tokenizer, self.generation
-        )
         columns = batch.non_tensor_batch
-        result = manager.run(
-            [list(ids) for ids in columns["prompt_token_ids"]],
-            [str(q) for q in columns["question"]],
-            [[str(a) for a in answers] for answers in columns["golden_answers"]],
-            noise,
-            params,
-        )
+        prompts = [list(ids) for ids in columns["prompt_token_ids"]]
+        questions = [str(q) for q in columns["question"]]
+        answers = [[str(a) for a in row] for row in columns["golden_answers"]]
+        # Rows that search the same backend roll out together; the trajectories go back in row order.
+        rows_by_backend: dict[int, tuple[SearchBackend, list[int]]] = {}
+        for row, backend in enumerate(self._backends(batch, validate)):
+            rows_by_backend.setdefault(id(backend), (backend, []))[1].append(row)
+        trajectories: list = [None] * len(prompts)
+        for backend, rows in rows_by_backend.values():
+            manager = LLMGenerationManager(engine, backend, self.tokenizer, self.generation)
+            part = manager.run(
+                [prompts[r] for r in rows],
+                [questions[r] for r in rows],
+                [answers[r] for r in rows],
+                noise,
+                params,
+            )
+            for row, trajectory in zip(rows, part.trajectories, strict=True):
+                trajectories[row] = trajectory
+        result = AgentRolloutResult(trajectories)
         metrics = result.metrics()
         metrics["search/noise_prob"] = noise
         return result.to_dataproto(self.tokenizer.pad_token_id), metrics
 
+    def _backends(self, batch: DataProto, validate: bool) -> list[SearchBackend]:
+        """The backend each row of `batch` searches: the training one, or in validation the one its
+        data_source is routed to (val_search for the sources val_search_by_source does not name)."""
+        if not validate:
+            return [self.search] * len(batch)
+        if not self.val_search_by_source:
+            return [self.val_search] * len(batch)
+        sources = batch.non_tensor_batch["data_source"]
+        return [self.val_search_by_source.get(str(s), self.val_search) for s in sources]
+
     def close(self) -> None:
-        self.search.close()
-        if self.val_search is not self.search:
-            self.val_search.close()
+        """Close every backend once (several names may share one)."""
+        backends = [self.search, self.val_search, *self.val_search_by_source.values()]
+        for backend in {id(b): b for b in backends}.values():
+            backend.close()

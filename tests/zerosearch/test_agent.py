@@ -1,0 +1,91 @@
+"""ZeroSearchAgentLoop: which backend each row searches, in training and in validation.
+
+Real local BM25 backends over two one-document corpora tell the backends apart by what they return; the
+scripted rollout engine (tests/llm_agent/test_generation.py) makes every row search once, then answer.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from tests.llm_agent.test_generation import PARAMS, ScriptedRollout, encode
+from verl.protocol import DataProto
+from zerosearch.agent import ZeroSearchAgentLoop
+
+SOURCES = ["real", "probe", "real", "probe", "other"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_tokenizer_dir):
+    return AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+
+
+def corpus(path, text: str) -> str:
+    path.write_text(json.dumps({"id": "0", "contents": text}) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def make_loop(tokenizer, tmp_path, by_source=None) -> ZeroSearchAgentLoop:
+    return ZeroSearchAgentLoop(
+        tokenizer,
+        total_training_steps=10,
+        max_prompt_length=64,
+        search={"name": "local", "corpus": corpus(tmp_path / "train.jsonl", "training engine page")},
+        curriculum={"start": 0.0, "end": 0.5},
+        val_search={"name": "local", "corpus": corpus(tmp_path / "val.jsonl", "validation engine page")},
+        val_search_by_source=by_source,
+        max_turns=1,
+    )
+
+
+def rollout(tokenizer, loop, validate: bool) -> list[str]:
+    """Each row searches once and answers; returns each row's response text, in row order."""
+    prompts = [encode(tokenizer, f"Question: where is item {k}?") for k in range(len(SOURCES))]
+    scripts = [[f"<search> item {k} page </search>", f"<answer> a{k} </answer>"] for k in range(len(prompts))]
+    batch = DataProto.from_dict(
+        non_tensors={
+            "prompt_token_ids": prompts,
+            "question": [f"where is item {k}?" for k in range(len(prompts))],
+            "golden_answers": [[f"a{k}"] for k in range(len(prompts))],
+            "data_source": SOURCES,
+        }
+    )
+    engine = ScriptedRollout(tokenizer, prompts, scripts)
+    out, _ = loop.rollout(batch, engine, PARAMS, global_step=1, validate=validate)
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in out.batch["responses"]]
+
+
+def test_validation_rows_search_the_backend_their_source_is_routed_to(tokenizer, tmp_path):
+    loop = make_loop(tokenizer, tmp_path, by_source={"probe": None})
+    texts = rollout(tokenizer, loop, validate=True)
+    loop.close()
+    for k, (source, text) in enumerate(zip(SOURCES, texts, strict=True)):
+        engine = "training" if source == "probe" else "validation"
+        assert f"{engine} engine page" in text, (source, text)
+        assert f"item {k} page" in text and f"a{k}" in text  # trajectories come back in row order
+
+
+def test_routing_applies_to_validation_only(tokenizer, tmp_path):
+    loop = make_loop(tokenizer, tmp_path, by_source={"probe": None})
+    texts = rollout(tokenizer, loop, validate=False)
+    loop.close()
+    assert all("training engine page" in text for text in texts)
+
+
+def test_a_source_can_name_its_own_backend(tokenizer, tmp_path):
+    own = {"name": "local", "corpus": corpus(tmp_path / "own.jsonl", "own engine page")}
+    loop = make_loop(tokenizer, tmp_path, by_source={"other": own})
+    texts = rollout(tokenizer, loop, validate=True)
+    loop.close()
+    assert ["own" in t for t in texts] == [s == "other" for s in SOURCES]
+    assert all("validation engine page" in t for t, s in zip(texts, SOURCES, strict=True) if s != "other")
+
+
+def test_a_bad_backend_for_a_source_names_the_key(tokenizer, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"agent\.val_search_by_source\.probe: unknown search backend 'nope'"
+    ):
+        make_loop(tokenizer, tmp_path, by_source={"probe": {"name": "nope"}})
