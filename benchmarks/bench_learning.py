@@ -1,8 +1,9 @@
 """Learning check: does ZeroSearch-GRPO on the toy world learn to search? (DESIGN 7: a benchmark, not a test.)
 
 Runs the CPU demo pipeline (`zerosearch.toyworld.pipeline`, reusing built assets in artifacts/toyworld) and
-prints, side by side from that one run: mean train reward of the first 10 vs the last 10 GRPO steps, and
-real-search (BM25) EM of the warm start vs the trained policy on held-out people and on training people.
+prints, side by side from that one run: mean train reward of the first 10 vs the last 10 GRPO steps, the
+train reward of the warm start vs the trained policy on 300 fixed training questions (simulator, noise 0),
+and real-search (BM25) EM of the warm start vs the trained policy on held-out people and on training people.
 Target: train reward rises AND held-out EM rises. Train-entity EM is reported, not judged: rising alone it
 would mean memorisation (DESIGN 8).
 """
@@ -29,6 +30,8 @@ def main() -> bool:
             report.metric("after", "em", TRAIN_ENTITY_SOURCE),
         ),
     ]
+    if report.fixed_reward is not None:
+        rows.insert(1, ("train reward, fixed questions (warm/trained)", *report.fixed_reward))
     print()
     for label, before, after in rows:
         print(f"{label:40}{before:8.3f} -> {after:8.3f}")

@@ -38,7 +38,13 @@ from pathlib import Path
 
 from zerosearch.toyworld.memory import PeakMemory
 from zerosearch.toyworld.questions import DATA_SOURCES
-from zerosearch.toyworld.report import HELDOUT_SOURCE, TRAIN_ENTITY_SOURCE, LearningReport, read_learning
+from zerosearch.toyworld.report import (
+    HELDOUT_SOURCE,
+    TRAIN_ENTITY_SOURCE,
+    TRAIN_FIXED_SOURCE,
+    LearningReport,
+    read_learning,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALGORITHM_DIR = REPO_ROOT / "configs" / "algorithm"
@@ -50,6 +56,8 @@ TRAIN_CORPUS = "corpus_train.jsonl"
 # questions almost never pay, so they only add tied groups and noise to the train reward (docs/demo.md).
 RL_TRAIN_FILE = "train_rl.parquet"
 RL_TRAIN_SOURCES = (DATA_SOURCES[1],)
+# A fixed sample of those questions, validated with the RL stage's own engine at noise 0 (report.py).
+TRAIN_FIXED_FILE = "eval_train_fixed.parquet"
 ENV = {
     "RAY_AUTH_MODE": "disabled",
     "WANDB_MODE": "offline",
@@ -220,13 +228,16 @@ def pack_rows(rows: list[dict], max_chars: int, seed: int) -> list[dict]:
 
 
 def stage_settings(stage: SFTStage, assets: Path) -> dict:
-    """What a trained stage's marker records: a stage is redone when its settings, its data file or the
-    model it starts from (that model's own marker) changed. JSON-shaped, as the marker reads back."""
-    data = (assets / stage.data).stat()
+    """What a trained stage's marker records: a stage is redone when its settings, its data file's content
+    or the model it starts from (that model's own marker) changed. The content, not the file's time: the
+    data stage rewrites every file when any of its settings changes (a new evaluation file, say), and a
+    byte-identical training file must not retrain the models. JSON-shaped, as the marker reads back."""
+    from zerosearch.toyworld.build import sha256_file
+
     init_marker = assets / stage.init / STAGE_MARKER
     settings = {
         **asdict(stage),
-        "data_file": [data.st_size, data.st_mtime_ns],
+        "data_sha256": sha256_file(assets / stage.data),
         "init": json.loads(init_marker.read_text()) if init_marker.is_file() else None,
     }
     return json.loads(json.dumps(settings))
@@ -263,27 +274,47 @@ def write_train_corpus(assets: Path) -> Path:
     return path
 
 
-def write_source_subset(source: Path, out: Path, data_sources: Sequence[str]) -> None:
-    """The rows of `source` whose data_source is one of `data_sources`; an error if none is."""
+def _rows_of_sources(table, data_sources: Sequence[str], where: Path):
+    """The rows of `table` whose data_source is one of `data_sources`; an error naming `where` if none is."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(source)
     wanted = pa.array(list(data_sources), type=pa.string())
     subset = table.filter(pc.is_in(table.column("data_source"), value_set=wanted))
     if subset.num_rows == 0:
         found = sorted(set(table.column("data_source").to_pylist()))
-        raise ValueError(f"{source}: no row with data_source in {list(data_sources)}; it has {found}")
-    pq.write_table(subset, out)
+        raise ValueError(f"{where}: no row with data_source in {list(data_sources)}; it has {found}")
+    return subset
 
 
-def write_eval_file(source: Path, out: Path, data_source: str, size: int) -> None:
-    """The first `size` questions of `source` with data_source renamed, so validation reports them apart."""
+def write_source_subset(source: Path, out: Path, data_sources: Sequence[str]) -> None:
+    """The rows of `source` whose data_source is one of `data_sources`; an error if none is."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(_rows_of_sources(pq.read_table(source), data_sources, source), out)
+
+
+def write_eval_file(
+    source: Path,
+    out: Path,
+    data_source: str,
+    size: int,
+    only_sources: Sequence[str] | None = None,
+    sample_seed: int | None = None,
+) -> None:
+    """`size` questions of `source` with data_source renamed, so validation reports them apart: the first
+    ones, or a seeded random sample (kept in file order); `only_sources` keeps those data_sources only."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(source).slice(0, size)
+    table = pq.read_table(source)
+    if only_sources is not None:
+        table = _rows_of_sources(table, only_sources, source)
+    if sample_seed is None:
+        table = table.slice(0, size)
+    else:
+        rows = sorted(random.Random(sample_seed).sample(range(table.num_rows), min(size, table.num_rows)))
+        table = table.take(rows)
     column = pa.array([data_source] * table.num_rows, type=pa.string())
     table = table.set_column(table.schema.get_field_index("data_source"), "data_source", column)
     pq.write_table(table, out)
@@ -314,6 +345,7 @@ class Pipeline:
         a, c = self.config.assets, self.config
         settings = {
             "eval_size": c.eval_size,
+            "train_fixed": [TRAIN_FIXED_FILE, list(RL_TRAIN_SOURCES)],
             "pretrain_mix": PRETRAIN_MIX,
             "pretrain_row_chars": PRETRAIN_ROW_CHARS,
             "batches": [c.copy.batch_size, c.pretrain.batch_size, c.simulator.batch_size],
@@ -337,6 +369,14 @@ class Pipeline:
                 a / "eval_train_entities.parquet",
                 TRAIN_ENTITY_SOURCE,
                 c.eval_size,
+            )
+            write_eval_file(
+                a / "train.parquet",
+                a / TRAIN_FIXED_FILE,
+                TRAIN_FIXED_SOURCE,
+                c.eval_size,
+                only_sources=RL_TRAIN_SOURCES,
+                sample_seed=0,
             )
             marker.write_text(json.dumps(settings))
 
@@ -424,7 +464,8 @@ class Pipeline:
         overrides = [
             f"algorithm={c.algorithm}",
             f"data.train_files={a / RL_TRAIN_FILE}",
-            f"data.val_files=[{a / 'eval_heldout.parquet'},{a / 'eval_train_entities.parquet'}]",
+            f"data.val_files=[{a / 'eval_heldout.parquet'},{a / 'eval_train_entities.parquet'},"
+            f"{a / TRAIN_FIXED_FILE}]",
             "data.train_batch_size=16",
             "data.val_batch_size=128",
             "data.max_prompt_length=512",
@@ -454,6 +495,9 @@ class Pipeline:
             "agent.topk=5",
             *search,
             f"val_search={{name: local, corpus: {a / 'corpus.jsonl'}}}",
+            # The fixed training questions search what training searches, at noise 0: the train reward
+            # on the same questions before and after, free of the question order and of the curriculum.
+            f"agent.val_search_by_source={{{TRAIN_FIXED_SOURCE}: null}}",
             "curriculum.start=0.0",
             "curriculum.end=0.25",  # the paper's end value for its smaller (3B) policies
             f"trainer.total_training_steps={c.steps}",

@@ -14,6 +14,10 @@ from pathlib import Path
 
 HELDOUT_SOURCE = "heldout"
 TRAIN_ENTITY_SOURCE = "train_entities"
+# Fixed single-hop training questions searched with the RL stage's own engine at noise 0: their F1 is the
+# train reward on the same questions before and after training (greedy), where the first/last-10-steps
+# means compare different questions under a rising noise.
+TRAIN_FIXED_SOURCE = "train_fixed"
 REWARD_KEY = "critic/score/mean"
 # The same over trajectories none of whose searches came back noisy: the curriculum raises the noise to
 # its end value over the run, which lowers the plain train reward's last steps whatever the policy learnt.
@@ -52,6 +56,14 @@ class LearningReport:
         return self.reward_last > self.reward_first
 
     @property
+    def fixed_reward(self) -> tuple[float, float] | None:
+        """Train reward on the fixed training questions, warm start and trained (None if not validated)."""
+        key = f"val/f1/{TRAIN_FIXED_SOURCE}"
+        if key not in self.before or key not in self.after:
+            return None
+        return self.before[key], self.after[key]
+
+    @property
     def heldout_em_rose(self) -> bool:
         return self.metric("after", "em", HELDOUT_SOURCE) > self.metric("before", "em", HELDOUT_SOURCE)
 
@@ -76,15 +88,19 @@ class LearningReport:
             lines.append(
                 f"{'  ... trajectories no noise touched':36}{first:12.3f}{last:12.3f}{last - first:+10.3f}"
             )
+        if self.fixed_reward is not None:
+            a, b = self.fixed_reward
+            lines.append(f"{'train reward, fixed questions, noise 0':36}{a:12.3f}{b:12.3f}{b - a:+10.3f}")
         lines.append("")
         for stage, seconds in self.stage_seconds.items():
             lines.append(f"{'time: ' + stage:52}{seconds:8.1f} s")
         lines.append(f"{'time: total':52}{sum(self.stage_seconds.values()):8.1f} s")
         lines.append(f"{'peak memory (process tree)':52}{self.peak_memory_gib:8.2f} GiB")
-        lines.append(
-            f"learning: train reward {'rose' if self.reward_rose else 'did NOT rise'}; held-out EM "
-            f"{'rose' if self.heldout_em_rose else 'did NOT rise'}"
-        )
+        verdict = f"learning: train reward {'rose' if self.reward_rose else 'did NOT rise'}"
+        if self.fixed_reward is not None:
+            rose = self.fixed_reward[1] > self.fixed_reward[0]
+            verdict += f" (on fixed questions: {'rose' if rose else 'did NOT rise'})"
+        lines.append(f"{verdict}; held-out EM {'rose' if self.heldout_em_rose else 'did NOT rise'}")
         return "\n".join(lines)
 
 

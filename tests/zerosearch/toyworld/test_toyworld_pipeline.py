@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from verl.trainer.main_ppo import CONFIG_DIR
 from zerosearch.toyworld.demos import ModelReader
 from zerosearch.toyworld.pipeline import (
     RL_TRAIN_FILE,
     STAGE_MARKER,
     TRAIN_CORPUS,
+    TRAIN_FIXED_FILE,
     Pipeline,
     PipelineConfig,
     bucket_by_length,
@@ -24,7 +29,7 @@ from zerosearch.toyworld.pipeline import (
     write_source_subset,
     write_train_corpus,
 )
-from zerosearch.toyworld.report import read_learning
+from zerosearch.toyworld.report import TRAIN_FIXED_SOURCE, read_learning
 
 
 def test_default_algorithm_is_grpo_with_its_run_folder():
@@ -123,6 +128,33 @@ def test_eval_file_renames_the_data_source(built_world, tmp_path):
     )
 
 
+def test_eval_sample_keeps_the_named_sources_and_repeats_with_its_seed(built_world, tmp_path):
+    out, _ = built_world
+    paths = [tmp_path / f"fixed{k}.parquet" for k in range(2)]
+    for path in paths:
+        write_eval_file(
+            out / "train.parquet", path, "fixed", 12, only_sources=["toyworld_single_hop"], sample_seed=0
+        )
+    tables = [pq.read_table(path) for path in paths]
+    assert tables[0].num_rows == 12 and tables[0].equals(tables[1])
+    assert set(tables[0].column("data_source").to_pylist()) == {"fixed"}
+    single = pq.read_table(out / "train.parquet").to_pandas()
+    single = set(single[single.data_source == "toyworld_single_hop"].question)
+    assert set(tables[0].column("question").to_pylist()) <= single
+    first = set(pq.read_table(out / "train.parquet").slice(0, 12).column("question").to_pylist())
+    assert set(tables[0].column("question").to_pylist()) != first  # a sample, not the head
+
+
+def test_fixed_training_questions_are_validated_with_the_training_engine():
+    command = Pipeline(parse_args(["--assets", "a"])).rl_command("http://127.0.0.1:6001")
+    assert command[1:3] == ["-m", "verl.trainer.main_ppo"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = OmegaConf.to_container(compose(config_name="ppo_trainer", overrides=command[3:]), resolve=True)
+    assert str((Path("a") / TRAIN_FIXED_FILE).resolve()) in cfg["data"]["val_files"]
+    assert cfg["agent"]["val_search_by_source"] == {TRAIN_FIXED_SOURCE: None}
+    assert cfg["agent"]["val_search"]["name"] == "local"  # the other files: the real engine
+
+
 def _write_metrics(path, rewards, before_em, after_em):
     records = [
         {
@@ -203,6 +235,11 @@ def test_a_stage_is_reused_only_while_its_settings_data_and_init_model_are_uncha
     marker = tmp_path / "marker.json"
     marker.write_text(json.dumps(settings))
     assert json.loads(marker.read_text()) == stage_settings(stage, tmp_path)
+    (tmp_path / stage.data).write_text("x")  # rewritten, same bytes: still the same stage
+    assert stage_settings(stage, tmp_path) == settings
+    (tmp_path / stage.data).write_text("y")
+    assert stage_settings(stage, tmp_path) != settings  # other training data
+    (tmp_path / stage.data).write_text("x")
     (tmp_path / stage.init / STAGE_MARKER).write_text(json.dumps({"steps": 1}))
     assert stage_settings(stage, tmp_path) != settings  # the model it starts from was retrained
 
@@ -241,3 +278,19 @@ def test_report_shows_the_reward_no_noise_touched_beside_the_plain_one(tmp_path)
     assert not report.reward_rose  # the verdict stays on the plain train reward
     line = next(x for x in report.table().splitlines() if "no noise touched" in x)
     assert line.split()[-3:] == ["0.200", "0.300", "+0.100"]
+
+
+def test_report_shows_the_fixed_question_reward_when_it_was_validated(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    _write_metrics(path, [0.2] * 10 + [0.1] * 10, before_em=0.1, after_em=0.3)
+    assert read_learning(path).fixed_reward is None  # runs before the fixed questions existed
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[0]["val/f1/train_fixed"], records[-1]["val/f1/train_fixed"] = 0.25, 0.3
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = read_learning(path)
+    assert report.fixed_reward == (0.25, 0.3)
+    assert not report.reward_rose  # the verdict stays on the first/last-10 means the issue asks for
+    table = report.table()
+    line = next(x for x in table.splitlines() if "fixed questions, noise 0" in x)
+    assert line.split()[-3:] == ["0.250", "0.300", "+0.050"]
+    assert "train reward did NOT rise (on fixed questions: rose)" in table
