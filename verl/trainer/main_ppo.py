@@ -113,7 +113,8 @@ def run(cfg: dict) -> dict[str, float]:
         if (cfg["actor_rollout_ref"]["actor"]["use_kl_loss"] or cfg["algorithm"]["use_kl_in_reward"])
         else "actor_rollout"
     )
-    worker_env = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
+    # trainer.device=cpu on a GPU host: hide the GPUs too, or the workers would pick CUDA and nccl anyway.
+    worker_env = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
     tracker = None
     wg, actor_rollout_wg, critic_wg = _worker_groups(cfg, pool, role, worker_env)
     try:

@@ -171,6 +171,7 @@ class DataParallelPPOActor:
         mini_batch_size: int | None = None,
         log_prob_micro_batch_size: int = 8,
         remove_padding: bool = False,
+        device: torch.device | None = None,
     ):
         if log_prob_micro_batch_size < 1:
             raise ValueError(f"log_prob_micro_batch_size must be >= 1, got {log_prob_micro_batch_size}")
@@ -180,6 +181,9 @@ class DataParallelPPOActor:
         self.mini_batch_size = mini_batch_size or config.ppo_mini_batch_size
         self.log_prob_micro_batch_size = log_prob_micro_batch_size
         self.remove_padding = remove_padding
+        # Where forwards run. Not the parameters' device: with FSDP2 CPU offload they rest in CPU memory
+        # while the computation (and so every input and target) is on the GPU.
+        self.device = device if device is not None else next(module.parameters()).device
 
     def _forward(
         self, micro: DataProto, temperature: float, calculate_entropy: bool
@@ -191,7 +195,7 @@ class DataParallelPPOActor:
         are divided by the sampling temperature, as the sampler did."""
         trimmed = trim_padding(micro)
         responses = micro.batch["responses"][:, : trimmed.response_len]
-        device = next(self.module.parameters()).device
+        device = self.device
         if self.remove_padding:
             return self._forward_packed(trimmed, responses, device, temperature, calculate_entropy)
         # Only the logits that predict response tokens are computed: the vocabulary projection of every

@@ -92,16 +92,19 @@ class DataParallelPPOCritic:
         module: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         mini_batch_size: int | None = None,
+        device: torch.device | None = None,
     ):
         self.config = config
         self.module = module
         self.optimizer = optimizer
         self.mini_batch_size = mini_batch_size or config.ppo_mini_batch_size
+        # Where forwards run; with FSDP2 CPU offload the parameters rest in CPU memory (see the actor).
+        self.device = device if device is not None else next(module.parameters()).device
 
     def _forward(self, micro: DataProto) -> torch.Tensor:
         """Values [b, R] (float32, on the module's device) for every response column, masked or not."""
         trimmed = trim_padding(micro)
-        device = next(self.module.parameters()).device
+        device = self.device
         output = self.module(
             input_ids=trimmed.input_ids.to(device),
             attention_mask=trimmed.attention_mask.to(device),

@@ -120,6 +120,7 @@ class ActorRolloutRefWorker:
                 mini_batch_size=actor_config.ppo_mini_batch_size // self.world_size,
                 log_prob_micro_batch_size=self.config.rollout.log_prob_micro_batch_size_per_gpu,
                 remove_padding=model_config.use_remove_padding,
+                device=self.device,
             )
         if self.has_ref:
             module = self._load_sharded(self.config.ref.fsdp_config, trainable=False)
@@ -128,6 +129,7 @@ class ActorRolloutRefWorker:
                 module,
                 log_prob_micro_batch_size=self.config.ref.log_prob_micro_batch_size_per_gpu,
                 remove_padding=model_config.use_remove_padding,
+                device=self.device,
             )
         if self.rollout is not None and self.rollout.needs_initial_weights:  # vLLM's dummy start
             self._sync_rollout_weights()
@@ -403,7 +405,11 @@ class CriticWorker:
         )
         self.optimizer, self.lr_scheduler = build_optimizer(module.parameters(), config.optim)
         self.critic = DataParallelPPOCritic(
-            config, module, self.optimizer, mini_batch_size=config.ppo_mini_batch_size // self.world_size
+            config,
+            module,
+            self.optimizer,
+            mini_batch_size=config.ppo_mini_batch_size // self.world_size,
+            device=self.device,
         )
 
     def _require_critic(self) -> DataParallelPPOCritic:

@@ -58,6 +58,7 @@ def trainer_command(dataset: Path, model: Path, sim_url: str, run_dir: Path, ste
         "verl.trainer.main_ppo",
         *valid_overrides(dataset, model),
         f"data.val_files=[{dataset}]",
+        "trainer.device=cpu",  # 2 gloo ranks on every host, GPU or not (a test overrides it for CUDA)
         "data.max_prompt_length=512",
         f"search.urls=[{sim_url}]",
         "actor_rollout_ref.actor.optim.lr=1e-3",

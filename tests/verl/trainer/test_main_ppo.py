@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -94,8 +95,8 @@ def test_unknown_search_backend_fails_before_any_worker_starts(dataset, tiny_mod
 
 
 def _train_three_steps(dataset: Path, model: Path, tmp_path: Path, extra: list[str]) -> Path:
-    """python -m verl.trainer.main_ppo on CPU: 2 FSDP ranks, the built-in simulation server, 3 steps;
-    returns the run folder."""
+    """python -m verl.trainer.main_ppo, 3 steps against the built-in simulation server: on 2 CPU ranks unless
+    `extra` overrides say otherwise; returns the run folder."""
     run_dir = tmp_path / "run"
     with ServerProcess("zerosearch.simulation.server", ["--model", str(model)], find_free_port()) as sim:
         cmd = trainer_command(dataset, model, sim.url, run_dir, 3, extra)
@@ -176,6 +177,39 @@ def test_three_reinforce_plus_plus_steps(dataset, tiny_model_dir, tmp_path):
         assert "critic/vf_loss" not in s and "actor/kl_loss" not in s
     assert (run_dir / "checkpoints" / "global_step_3" / "actor" / "huggingface").is_dir()
     assert not (run_dir / "checkpoints" / "global_step_3" / "critic").exists()
+
+
+GPU_OPTIONS = [
+    "actor_rollout_ref.model.enable_gradient_checkpointing=true",
+    "actor_rollout_ref.model.use_remove_padding=true",
+    "actor_rollout_ref.actor.fsdp_config.param_dtype=bfloat16",
+    "actor_rollout_ref.actor.fsdp_config.param_offload=true",
+    "actor_rollout_ref.ref.fsdp_config.param_offload=true",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "extra",
+    [[], GPU_OPTIONS, ["algorithm=ppo", "critic.optim.lr=1e-3"]],
+    ids=["grpo", "grpo-bf16-offload-checkpointing-packed", "ppo"],
+)
+def test_three_steps_on_one_gpu(dataset, searching_model_dir, tmp_path, extra):
+    """The CLI on CUDA: one FSDP2 rank over nccl with the hf rollout on the GPU, searches answered by the
+    built-in server, with the GPU-only FSDP options too; the checkpoint reloads."""
+    run_dir = _train_three_steps(
+        dataset, searching_model_dir, tmp_path, ["trainer.device=cuda", "trainer.n_gpus_per_node=1", *extra]
+    )
+    steps = _steps(run_dir)
+    assert all("actor/pg_loss" in s for s in steps)
+    assert sum(s["search/calls_per_sample"] for s in steps) > 0
+    assert "val/f1/toy" in steps[-1]
+    from transformers import AutoModelForCausalLM
+
+    hf_dir = run_dir / "checkpoints" / "global_step_3" / "actor" / "huggingface"
+    assert AutoModelForCausalLM.from_pretrained(hf_dir).config.vocab_size > 0
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Launch `dist_scenarios.py` as N real processes over gloo (one per rank), the way torchrun would."""
+"""Launch `dist_scenarios.py` as N real processes (one per rank), the way torchrun would: over gloo on the CPU,
+or over nccl on CUDA (one rank per GPU) where a test asks for it."""
 
 from __future__ import annotations
 
@@ -17,9 +18,15 @@ SCRIPT = Path(__file__).with_name("dist_scenarios.py")
 
 
 def run_scenario(
-    world_size: int, model_dir: Path, out_dir: Path, timeout: float = 240, script: Path = SCRIPT
+    world_size: int,
+    model_dir: Path,
+    out_dir: Path,
+    timeout: float = 240,
+    script: Path = SCRIPT,
+    cuda: bool = False,
 ) -> dict:
-    """Run `script` (default dist_scenarios.py) on `world_size` ranks; rank 0's OUT_DIR/result.pt."""
+    """Run `script` (default dist_scenarios.py) on `world_size` ranks; rank 0's OUT_DIR/result.pt, on the CPU.
+    cuda=False hides every GPU (gloo ranks even where one exists); cuda=True leaves them visible (nccl)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     port = find_free_port()
     procs = []
@@ -32,8 +39,9 @@ def run_scenario(
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(port),
             OMP_NUM_THREADS="1",
-            CUDA_VISIBLE_DEVICES="",
-        )  # 2 ranks on gloo/CPU even where one GPU exists
+        )
+        if not cuda:
+            env["CUDA_VISIBLE_DEVICES"] = ""
         procs.append(
             subprocess.Popen(
                 [sys.executable, str(script), str(model_dir), str(out_dir)],
@@ -55,7 +63,7 @@ def run_scenario(
     failed = [(rank, proc.returncode) for rank, proc in enumerate(procs) if proc.returncode != 0]
     if failed:
         raise AssertionError(f"the scenario failed on ranks {failed}:\n" + "\n".join(logs)[-6000:])
-    return torch.load(out_dir / "result.pt", weights_only=True)
+    return torch.load(out_dir / "result.pt", weights_only=True, map_location="cpu")
 
 
 @pytest.fixture(scope="session")

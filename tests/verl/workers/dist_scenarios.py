@@ -99,9 +99,9 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     vocab = len(worker.tokenizer)
     batch = make_batch(vocab, seed=0)
     old, chunk, metrics = train_step(worker, batch, rank, world)
-    grads = {name: p.grad.full_tensor() for name, p in worker.actor.module.named_parameters()}
+    grads = {name: p.grad.full_tensor().cpu() for name, p in worker.actor.module.named_parameters()}
     weights = full_state_dict_rank0(worker.actor.module)
-    rollout_state = {k: v.clone() for k, v in worker.rollout.model.state_dict().items()}
+    rollout_state = {k: v.cpu().clone() for k, v in worker.rollout.model.state_dict().items()}
     prompts = DataProto.from_dict(
         non_tensors={"prompt_token_ids": [row[row > 0].tolist() for row in chunk.batch["prompts"]]},
         meta_info={"sampling_params": {"n": 2, "temperature": 0.0, "max_tokens": 4, "logprobs": True}},
@@ -120,7 +120,7 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     trainer_state = resumed.load_checkpoint(str(ckpt))
     draw_after_load = torch.rand(4)
     resumed_rollout_diff = (
-        max((resumed.rollout.model.state_dict()[k] - v).abs().max().item() for k, v in weights.items())
+        max((resumed.rollout.model.state_dict()[k].cpu() - v).abs().max().item() for k, v in weights.items())
         if weights
         else None
     )

@@ -155,3 +155,25 @@ def test_param_offload_on_a_cpu_rank_is_refused_naming_the_key(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     with pytest.raises(ValueError, match="fsdp_config.param_offload"):
         shard_on_device(model, torch.device("cpu"), FSDPConfig(param_offload=True), trainable=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_nccl_rank_on_cuda_matches_the_cpu_step_and_resumes(
+    scenario_runner, scenarios, tiny_model_dir, tmp_path
+):
+    """The same worker code on a GPU: FSDP2 over nccl takes the plain CPU process's step (up to the rounding
+    of CUDA kernels), syncs the rollout, and resumes from its checkpoint to repeat the next step."""
+    on_gpu = scenario_runner(1, Path(tiny_model_dir), tmp_path, cuda=True)
+    metrics, grads, weights = _single_process_step(scenarios, tiny_model_dir)
+    assert on_gpu["metrics"]["actor/grad_norm"] == pytest.approx(metrics["actor/grad_norm"], rel=1e-4)
+    assert on_gpu["metrics"]["actor/pg_loss"] == pytest.approx(metrics["actor/pg_loss"], abs=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(on_gpu["grads"][name], grad, atol=1e-5, rtol=1e-3, msg=name)
+    for name, weight in weights.items():
+        torch.testing.assert_close(on_gpu["weights"][name], weight, atol=2e-5, rtol=0, msg=name)
+    assert on_gpu["rollout_max_diff"] == 0.0 and on_gpu["resumed_rollout_diff"] == 0.0
+    weights_a, weights_b = on_gpu["resume_weights"]
+    for name in weights_a:
+        torch.testing.assert_close(weights_b[name], weights_a[name], atol=1e-6, rtol=0, msg=name)
+    assert on_gpu["trainer_state"] == {"global_step": 1, "extra_state": {"data_position": 3}}
