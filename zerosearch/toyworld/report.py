@@ -56,6 +56,13 @@ class LearningReport:
         return self.reward_last > self.reward_first
 
     @property
+    def reward_change_se(self) -> float:
+        """One standard error of reward_last - reward_first, from the scatter of the steps' rewards within
+        each window (which questions fall in which step, and the sampling): an unchanged policy moves the
+        reward by more than two of these only about one run in twenty."""
+        return _window_change_se(self.rewards)
+
+    @property
     def fixed_reward(self) -> tuple[float, float] | None:
         """Train reward on the fixed training questions, warm start and trained (None if not validated)."""
         key = f"val/f1/{TRAIN_FIXED_SOURCE}"
@@ -69,7 +76,7 @@ class LearningReport:
 
     def table(self) -> str:
         """The summary the demo prints."""
-        lines = [f"{'':36}{'warm start':>12}{'trained':>12}{'change':>10}"]
+        lines = [f"{'':36}{'warm start':>12}{'trained':>12}{'change':>10}{'± s.e.':>9}"]
         for label, name, source in (
             ("held-out EM (real search)", "em", HELDOUT_SOURCE),
             ("held-out F1", "f1", HELDOUT_SOURCE),
@@ -81,12 +88,13 @@ class LearningReport:
         n = min(WINDOW, len(self.rewards))
         lines.append(
             f"{f'train reward, first/last {n} steps':36}{self.reward_first:12.3f}{self.reward_last:12.3f}"
-            f"{self.reward_last - self.reward_first:+10.3f}"
+            f"{self.reward_last - self.reward_first:+10.3f}{self.reward_change_se:9.3f}"
         )
         if self.useful_rewards:
             first, last = _mean(self.useful_rewards[:WINDOW]), _mean(self.useful_rewards[-WINDOW:])
             lines.append(
                 f"{'  ... trajectories no noise touched':36}{first:12.3f}{last:12.3f}{last - first:+10.3f}"
+                f"{_window_change_se(self.useful_rewards):9.3f}"
             )
         if self.fixed_reward is not None:
             a, b = self.fixed_reward
@@ -97,6 +105,9 @@ class LearningReport:
         lines.append(f"{'time: total':52}{sum(self.stage_seconds.values()):8.1f} s")
         lines.append(f"{'peak memory (process tree)':52}{self.peak_memory_gib:8.2f} GiB")
         verdict = f"learning: train reward {'rose' if self.reward_rose else 'did NOT rise'}"
+        change = self.reward_last - self.reward_first
+        if self.reward_rose and change < 2 * self.reward_change_se:
+            verdict += " (by less than two standard errors)"
         if self.fixed_reward is not None:
             rose = self.fixed_reward[1] > self.fixed_reward[0]
             verdict += f" (on fixed questions: {'rose' if rose else 'did NOT rise'})"
@@ -106,6 +117,20 @@ class LearningReport:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
+
+
+def _window_change_se(values: list[float]) -> float:
+    """Standard error of mean(last WINDOW) - mean(first WINDOW), each window's sample variance over its
+    size; nan when a window holds fewer than two steps."""
+    first, last = values[:WINDOW], values[-WINDOW:]
+    if len(first) < 2 or len(last) < 2:
+        return float("nan")
+
+    def variance_of_mean(window: list[float]) -> float:
+        mean = _mean(window)
+        return sum((v - mean) ** 2 for v in window) / (len(window) - 1) / len(window)
+
+    return (variance_of_mean(first) + variance_of_mean(last)) ** 0.5
 
 
 def read_learning(metrics_path: str | Path) -> LearningReport:

@@ -187,6 +187,21 @@ def test_report_compares_first_and_last_ten_steps_and_warm_start_with_trained(tm
     assert "held-out EM (real search)" in report.table()
 
 
+def test_report_gives_the_standard_error_of_the_reward_change_and_flags_a_rise_inside_two(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    first = [0.1, 0.3] * 5
+    _write_metrics(path, first + [0.2] * 5 + [0.15, 0.35] * 5, before_em=0.1, after_em=0.3)
+    report = read_learning(path)
+    one_window = (sum((v - 0.2) ** 2 for v in first) / 9) / 10
+    assert report.reward_change_se == pytest.approx((2 * one_window) ** 0.5)
+    assert report.reward_rose  # +0.05, inside two standard errors (2 x 0.047)
+    assert "train reward rose (by less than two standard errors)" in report.table()
+    _write_metrics(path, [0.1] * 10 + [0.4] * 10, before_em=0.1, after_em=0.3)
+    clear = read_learning(path)
+    assert clear.reward_change_se == pytest.approx(0.0, abs=1e-12)
+    assert "train reward rose;" in clear.table()
+
+
 def test_report_says_when_held_out_em_did_not_rise(tmp_path):
     path = tmp_path / "metrics.jsonl"
     _write_metrics(path, [0.1] * 20, before_em=0.3, after_em=0.3)
@@ -277,7 +292,7 @@ def test_report_shows_the_reward_no_noise_touched_beside_the_plain_one(tmp_path)
     assert report.useful_rewards == [0.2] * 10 + [0.3] * 10
     assert not report.reward_rose  # the verdict stays on the plain train reward
     line = next(x for x in report.table().splitlines() if "no noise touched" in x)
-    assert line.split()[-3:] == ["0.200", "0.300", "+0.100"]
+    assert line.split()[-4:] == ["0.200", "0.300", "+0.100", "0.000"]  # ..., change, standard error
 
 
 def test_report_shows_the_fixed_question_reward_when_it_was_validated(tmp_path):
