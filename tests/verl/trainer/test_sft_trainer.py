@@ -218,8 +218,11 @@ def test_memorises_pairs_and_the_saved_model_reloads_and_generates(tiny_model_di
         assert _greedy(model, tokenizer, question) == answer
 
 
-def _cli(nproc: int, model_dir: Path, train_file: Path, val_file: Path, out: Path) -> Path:
-    """2 SFT steps through the Hydra CLI: a plain process, or torchrun with nproc gloo ranks."""
+def _cli(
+    nproc: int, model_dir: Path, train_file: Path, val_file: Path, out: Path, cuda: bool = False
+) -> Path:
+    """2 SFT steps through the Hydra CLI: a plain process, or torchrun with nproc gloo ranks; on the CPU
+    unless cuda=True (then the GPU, over nccl)."""
     overrides = [
         f"model.path={model_dir}",
         f"data.train_files={train_file}",
@@ -241,7 +244,9 @@ def _cli(nproc: int, model_dir: Path, train_file: Path, val_file: Path, out: Pat
             f"--nproc_per_node={nproc}",
             f"--master_port={find_free_port()}",
         ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     # An empty working folder, so the test also shows that Hydra writes nothing into the cwd.
     cwd = out.with_name(out.name + "-cwd")
     cwd.mkdir()
@@ -256,6 +261,30 @@ def _cli(nproc: int, model_dir: Path, train_file: Path, val_file: Path, out: Pat
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SFT finished" in proc.stdout
     return out
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_cli_on_cuda_takes_the_cpu_steps(tiny_model_dir, tmp_path):
+    pairs = [(f"question {i}", " ".join(["Paris"] * (1 + 4 * i))) for i in range(6)]
+    train_file = _pairs_file(tmp_path, pairs)
+    val_file = _jsonl(tmp_path / "val.jsonl", [{"text": "Alice Smith " * (1 + i)} for i in range(9)])
+    runs = [
+        _cli(1, tiny_model_dir, train_file, val_file, tmp_path / name, cuda=name == "gpu")
+        for name in ("cpu", "gpu")
+    ]
+    cpu, gpu = (
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in runs
+    )
+    for step_cpu, step_gpu in zip(cpu, gpu, strict=True):
+        assert step_gpu["train/loss"] == pytest.approx(step_cpu["train/loss"], rel=1e-4)
+        assert step_gpu["train/grad_norm"] == pytest.approx(step_cpu["train/grad_norm"], rel=1e-4)
+    weights = [load_file(run / "global_step_2" / "huggingface" / "model.safetensors") for run in runs]
+    # Adam divides each gradient element by its own scale, so where that element is near zero the kernels'
+    # rounding moves the update by a visible part of the step: weights agree to 5% of one step (lr 1e-3).
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=0, atol=5e-5)
 
 
 @pytest.mark.slow
