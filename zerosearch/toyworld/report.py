@@ -115,6 +115,30 @@ class LearningReport:
         return "\n".join(lines)
 
 
+# The override that freezes the policy for a control run. The trainer takes no lr of 0; Adam's steps of at
+# most ~1e-12 per update move no weight by more than ~1e-10 over a run, and a run with it validated exactly
+# like its warm start (docs/demo.md, session 24).
+FROZEN_POLICY_OVERRIDE = "actor_rollout_ref.actor.optim.lr=1e-12"
+
+
+def gain_over_control(trained: LearningReport, control: LearningReport) -> tuple[float, float]:
+    """Mean over the last WINDOW steps of the trained run's train reward minus the control's, step by step,
+    and its standard error. The control is the same run with the policy frozen (FROZEN_POLICY_OVERRIDE):
+    the same questions in the same steps under the same curriculum, so the difference is what training
+    changed, free of which questions fall in which step, which moves the first/last comparison most."""
+    if len(trained.rewards) != len(control.rewards):
+        raise ValueError(
+            f"the trained run logged {len(trained.rewards)} steps and the control {len(control.rewards)}: "
+            "a control must run the same steps"
+        )
+    diffs = [a - b for a, b in zip(trained.rewards[-WINDOW:], control.rewards[-WINDOW:], strict=True)]
+    if len(diffs) < 2:
+        return _mean(diffs), float("nan")
+    mean = _mean(diffs)
+    variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return mean, (variance / len(diffs)) ** 0.5
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 

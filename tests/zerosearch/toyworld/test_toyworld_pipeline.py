@@ -29,7 +29,7 @@ from zerosearch.toyworld.pipeline import (
     write_source_subset,
     write_train_corpus,
 )
-from zerosearch.toyworld.report import TRAIN_FIXED_SOURCE, read_learning
+from zerosearch.toyworld.report import TRAIN_FIXED_SOURCE, gain_over_control, read_learning
 
 
 def test_default_algorithm_is_grpo_with_its_run_folder():
@@ -200,6 +200,22 @@ def test_report_gives_the_standard_error_of_the_reward_change_and_flags_a_rise_i
     clear = read_learning(path)
     assert clear.reward_change_se == pytest.approx(0.0, abs=1e-12)
     assert "train reward rose;" in clear.table()
+
+
+def test_gain_over_a_frozen_control_pairs_the_last_ten_steps(tmp_path):
+    trained_path, control_path = tmp_path / "trained.jsonl", tmp_path / "control.jsonl"
+    # The control's last steps are hard questions; the trained run beats it by 0.05 and 0.07, alternately.
+    control_rewards = [0.3] * 10 + [0.2] * 5 + [0.1, 0.2] * 5
+    _write_metrics(control_path, control_rewards, before_em=0.1, after_em=0.1)
+    _write_metrics(trained_path, control_rewards[:15] + [0.15, 0.27] * 5, before_em=0.1, after_em=0.2)
+    trained, control = read_learning(trained_path), read_learning(control_path)
+    assert not trained.reward_rose  # first/last: 0.3 -> 0.21, the questions' doing
+    gain, se = gain_over_control(trained, control)
+    assert gain == pytest.approx(0.06)
+    assert se == pytest.approx((sum((d - 0.06) ** 2 for d in [0.05, 0.07] * 5) / 9 / 10) ** 0.5)
+    _write_metrics(control_path, control_rewards[:-1], before_em=0.1, after_em=0.1)
+    with pytest.raises(ValueError, match="the trained run logged 25 steps and the control 24"):
+        gain_over_control(trained, read_learning(control_path))
 
 
 def test_report_says_when_held_out_em_did_not_rise(tmp_path):
