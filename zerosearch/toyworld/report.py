@@ -9,6 +9,7 @@ memorisation shows as train-entity EM rising alone (DESIGN 8).
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,29 +133,21 @@ def gain_over_control(trained: LearningReport, control: LearningReport) -> tuple
             "a control must run the same steps"
         )
     diffs = [a - b for a, b in zip(trained.rewards[-WINDOW:], control.rewards[-WINDOW:], strict=True)]
-    if len(diffs) < 2:
-        return _mean(diffs), float("nan")
-    mean = _mean(diffs)
-    variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-    return mean, (variance / len(diffs)) ** 0.5
+    return _mean(diffs), _variance_of_mean(diffs) ** 0.5
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _variance_of_mean(values: list[float]) -> float:
+    """The squared standard error of mean(values) (sample variance over the count); nan for fewer than two."""
+    return statistics.variance(values) / len(values) if len(values) >= 2 else float("nan")
+
+
 def _window_change_se(values: list[float]) -> float:
-    """Standard error of mean(last WINDOW) - mean(first WINDOW), each window's sample variance over its
-    size; nan when a window holds fewer than two steps."""
-    first, last = values[:WINDOW], values[-WINDOW:]
-    if len(first) < 2 or len(last) < 2:
-        return float("nan")
-
-    def variance_of_mean(window: list[float]) -> float:
-        mean = _mean(window)
-        return sum((v - mean) ** 2 for v in window) / (len(window) - 1) / len(window)
-
-    return (variance_of_mean(first) + variance_of_mean(last)) ** 0.5
+    """Standard error of mean(last WINDOW) - mean(first WINDOW); nan when a window holds fewer than two steps."""
+    return (_variance_of_mean(values[:WINDOW]) + _variance_of_mean(values[-WINDOW:])) ** 0.5
 
 
 def read_learning(metrics_path: str | Path) -> LearningReport:
