@@ -1,6 +1,6 @@
 """Learning check per algorithm: do GRPO, PPO and Reinforce++ each raise the toy world's train reward?
 
-Runs the CPU demo pipeline (`zerosearch.toyworld.pipeline`, reusing the built assets in artifacts/toyworld)
+Runs the CPU demo pipeline (`toyworld.pipeline`, reusing the built assets in artifacts/toyworld)
 once per algorithm, from the same warm start with the same data order, and prints side by side: mean train
 reward of the first 10 vs the last 10 steps, and real-search (BM25) held-out EM of the warm start vs the
 trained policy. Target: each algorithm raises mean train reward (issue 3/5's learning check; held-out EM is
@@ -9,8 +9,8 @@ reported, and judged for GRPO by bench_learning).
 
 from __future__ import annotations
 
-from zerosearch.toyworld.pipeline import Pipeline, PipelineConfig
-from zerosearch.toyworld.report import HELDOUT_SOURCE
+from toyworld.pipeline import Pipeline, PipelineConfig
+from toyworld.report import HELDOUT_SOURCE
 
 ALGORITHMS = ("grpo", "ppo", "reinforce_plus_plus")
 

@@ -1,6 +1,6 @@
 """Learning check: does ZeroSearch-GRPO on the toy world learn to search? (DESIGN 7: a benchmark, not a test.)
 
-Runs the CPU demo pipeline (`zerosearch.toyworld.pipeline`, reusing built assets in artifacts/toyworld) and
+Runs the CPU demo pipeline (`toyworld.pipeline`, reusing built assets in artifacts/toyworld) and
 prints, side by side from that one run: mean train reward of the first 10 vs the last 10 GRPO steps, the
 train reward of the warm start vs the trained policy on 300 fixed training questions (simulator, noise 0),
 and real-search (BM25) EM of the warm start vs the trained policy on held-out people and on training people.
@@ -15,8 +15,8 @@ comparison the issue names carries about ±0.03 from which questions fall where,
 
 from __future__ import annotations
 
-from zerosearch.toyworld.pipeline import Pipeline, PipelineConfig
-from zerosearch.toyworld.report import (
+from toyworld.pipeline import Pipeline, PipelineConfig
+from toyworld.report import (
     FROZEN_POLICY_OVERRIDE,
     HELDOUT_SOURCE,
     TRAIN_ENTITY_SOURCE,

@@ -19,7 +19,7 @@ PROMPTS, MAX_TOKENS = 64, 128
 
 
 def _model(workdir: Path) -> Path:
-    from zerosearch.toyworld.tiny import build_tiny_model, train_tokenizer
+    from toyworld.tiny import build_tiny_model, train_tokenizer
 
     texts = [
         f"Doc {i}: Person {i} was born in City {i % 17} and works for Company {i % 11}." for i in range(400)

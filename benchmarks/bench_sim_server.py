@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from toyworld.tiny import build_tiny_model, train_tokenizer
 from zerosearch.templates import load_template, render
-from zerosearch.toyworld.tiny import build_tiny_model, train_tokenizer
 from zerosearch.utils.serving import ServerProcess, find_free_port
 
 MAX_TOKENS = 96

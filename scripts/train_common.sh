@@ -24,7 +24,10 @@ usage() {
 
 cd "$ROOT"
 if [ "$#" -eq 0 ]; then
-  exec "$PYTHON" -m zerosearch.toyworld.pipeline --algorithm "$ALGORITHM"
+  echo "[$(basename "$0")] no arguments: running the CPU toy-world demo (docs/demo.md). For a real run pass" \
+    "NAME VALUE pairs, e.g. $(basename "$0") MODEL_PATH /models/Qwen2.5-3B DATA_PATH data/zerosearch ..." \
+    "(scripts/train_common.sh lists the names)" >&2
+  exec "$PYTHON" -m toyworld.pipeline --algorithm "$ALGORITHM"
 fi
 
 declare -A ARG=()

@@ -21,7 +21,7 @@ TOKENIZER_TEXTS = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory):
-    from zerosearch.toyworld.tiny import train_tokenizer
+    from toyworld.tiny import train_tokenizer
 
     return train_tokenizer(TOKENIZER_TEXTS, tmp_path_factory.mktemp("tiny-tokenizer"), vocab_size=512)
 
@@ -29,6 +29,6 @@ def tiny_tokenizer_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_tokenizer_dir, tmp_path_factory):
     """An untrained tiny Qwen2-style model folder (weights + tokenizer) in Hugging Face format."""
-    from zerosearch.toyworld.tiny import build_tiny_model
+    from toyworld.tiny import build_tiny_model
 
     return build_tiny_model(tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-model"))

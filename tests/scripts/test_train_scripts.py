@@ -140,3 +140,17 @@ def test_unknown_algorithm_lists_the_available_ones():
     proc = _run("MODEL_PATH", "/m", "DATA_PATH", "/d", "ALGORITHM", "dpo", script="train_ppo.sh")
     assert proc.returncode == 2
     assert "ALGORITHM 'dpo'" in proc.stderr and "reinforce_plus_plus" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "algorithm"),
+    [("train_grpo.sh", "grpo"), ("train_ppo.sh", "ppo"), ("train_reinforce.sh", "reinforce")],
+)
+def test_no_arguments_says_it_runs_the_cpu_demo_and_runs_it(script, algorithm):
+    # /bin/echo stands in for Python: what the script would run is printed instead of run.
+    env = {**os.environ, "PYTHON": "/bin/echo"}
+    proc = subprocess.run(["bash", str(ROOT / script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["-m", "toyworld.pipeline", "--algorithm", algorithm]
+    assert "no arguments: running the CPU toy-world demo" in proc.stderr
+    assert "NAME VALUE pairs" in proc.stderr

@@ -7,7 +7,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from verl.trainer.advantages import ADV_ESTIMATORS, uses_critic
+from verl.algorithms.advantages import ADV_ESTIMATORS, uses_critic
 from verl.utils.dataset import OVERLONG_POLICIES
 from verl.utils.tracking import LOGGERS
 from verl.workers.config import ActorRolloutRefConfig, CriticConfig

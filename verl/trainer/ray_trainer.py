@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from verl import algorithms
 from verl.protocol import DataProto
-from verl.trainer import core_algos
 from verl.utils import checkpoint as ckpt
 from verl.utils.dataset import StatefulBatchLoader, collate, validation_loader
 from verl.utils.tracking import Tracking
@@ -214,7 +214,7 @@ class RayPPOTrainer:
         mask = batch.batch["response_mask"].float()
         rewards = batch.batch["token_level_scores"]
         if algo["use_kl_in_reward"]:
-            rewards, metrics = core_algos.apply_kl_penalty(
+            rewards, metrics = algorithms.apply_kl_penalty(
                 rewards,
                 batch.batch["old_log_probs"],
                 batch.batch["ref_log_prob"],
@@ -224,7 +224,7 @@ class RayPPOTrainer:
             )
             self.kl_ctrl.update(metrics["actor/reward_kl_penalty"], n_steps=len(batch))
         batch.batch["token_level_rewards"] = rewards
-        advantages, returns = core_algos.compute_advantage(
+        advantages, returns = algorithms.compute_advantage(
             algo["adv_estimator"],
             rewards,
             mask,
@@ -242,9 +242,9 @@ class RayPPOTrainer:
         if not hasattr(self, "_kl_ctrl"):
             ctrl = self.cfg["algorithm"]["kl_ctrl"]
             self._kl_ctrl = (
-                core_algos.AdaptiveKLController(ctrl["kl_coef"], ctrl["target_kl"], ctrl["horizon"])
+                algorithms.AdaptiveKLController(ctrl["kl_coef"], ctrl["target_kl"], ctrl["horizon"])
                 if ctrl["type"] == "adaptive"
-                else core_algos.FixedKLController(ctrl["kl_coef"])
+                else algorithms.FixedKLController(ctrl["kl_coef"])
             )
         return self._kl_ctrl
 
@@ -341,7 +341,7 @@ class RayPPOTrainer:
         half a checkpoint. loader_state: the data position to store (default: the loader's current one)."""
         step = self.global_step if step is None else step
         extra = {"dataloader": loader_state or self.train_loader.state_dict()}
-        if isinstance(self.kl_ctrl, core_algos.AdaptiveKLController):  # its coefficient moves with training
+        if isinstance(self.kl_ctrl, algorithms.AdaptiveKLController):  # its coefficient moves with training
             extra["kl_coef"] = self.kl_ctrl.value
         with ckpt.write_checkpoint(self.ckpt_root, step) as staging:
             self.actor_rollout_wg.save_checkpoint(str(staging), step, extra)

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from verl import algorithms
 from verl.protocol import DataProto
-from verl.trainer import core_algos
 from verl.workers.config import ActorConfig
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class DataParallelPPOActor:
         )
         logits = output.logits[:, :-1].float() / temperature
         log_probs = F.log_softmax(logits, dim=-1).gather(-1, responses.to(device).unsqueeze(-1)).squeeze(-1)
-        entropy = core_algos.entropy_from_logits(logits) if calculate_entropy else None
+        entropy = algorithms.entropy_from_logits(logits) if calculate_entropy else None
         log_probs = trimmed.pad_responses(log_probs)
         entropy = None if entropy is None else trimmed.pad_responses(entropy)
         return log_probs, entropy
@@ -239,7 +239,7 @@ class DataParallelPPOActor:
         log_probs = torch.zeros(shape, device=device, dtype=picked.dtype).index_put((rows, columns), picked)
         entropy = None
         if calculate_entropy:
-            values = core_algos.entropy_from_logits(logits)
+            values = algorithms.entropy_from_logits(logits)
             entropy = torch.zeros(shape, device=device, dtype=values.dtype).index_put((rows, columns), values)
         return trimmed.pad_responses(log_probs), None if entropy is None else trimmed.pad_responses(entropy)
 
@@ -286,7 +286,7 @@ class DataParallelPPOActor:
 
     def _update_mini_batch(self, mini: DataProto, temperature: float, world_size: int) -> dict[str, float]:
         config = self.config
-        token_count, seq_count = core_algos.token_and_seq_counts(mini.batch["response_mask"])
+        token_count, seq_count = algorithms.token_and_seq_counts(mini.batch["response_mask"])
         counts = _all_reduce_sum(torch.tensor([token_count, seq_count], dtype=torch.float64))
         global_tokens, global_seqs = int(counts[0].item()), int(counts[1].item())
         agg = {"global_token_count": global_tokens, "global_seq_count": global_seqs}
@@ -297,7 +297,7 @@ class DataParallelPPOActor:
             mask = batch["response_mask"]
             log_prob, entropy = self._forward(micro, temperature, calculate_entropy=True)
             old_log_prob = batch["old_log_probs"].to(log_prob.device)
-            pg_loss, pg_clipfrac, ppo_kl = core_algos.compute_policy_loss(
+            pg_loss, pg_clipfrac, ppo_kl = algorithms.compute_policy_loss(
                 old_log_prob,
                 log_prob,
                 batch["advantages"].to(log_prob.device),
@@ -309,15 +309,15 @@ class DataParallelPPOActor:
                 **agg,
             )
             mask = mask.to(log_prob.device)
-            entropy_loss = core_algos.compute_entropy_loss(entropy, mask, config.loss_agg_mode, **agg)
+            entropy_loss = algorithms.compute_entropy_loss(entropy, mask, config.loss_agg_mode, **agg)
             kl_loss = None
             if config.use_kl_loss:
                 ref = batch["ref_log_prob"].to(log_prob.device)
-                kl_loss = core_algos.compute_kl_loss(
+                kl_loss = algorithms.compute_kl_loss(
                     log_prob, ref, mask, config.kl_loss_type, config.loss_agg_mode, **agg
                 )
                 stats.kl_loss += kl_loss.item()
-            loss = core_algos.actor_loss(
+            loss = algorithms.actor_loss(
                 pg_loss,
                 kl_loss=kl_loss,
                 kl_coef=config.kl_loss_coef if config.use_kl_loss else 0.0,

@@ -15,8 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_type_hints
 
-from verl.trainer.kl import KL_PENALTIES
-from verl.trainer.masked_ops import LOSS_AGG_MODES
+from verl.algorithms.kl import KL_PENALTIES
+from verl.algorithms.masked_ops import LOSS_AGG_MODES
 from verl.utils.fsdp import DTYPES
 from verl.utils.optim import LR_SCHEDULERS
 

@@ -26,8 +26,8 @@ import logging
 import torch
 from torch import nn
 
+from verl import algorithms
 from verl.protocol import DataProto
-from verl.trainer import core_algos
 from verl.utils.fsdp import parse_dtype
 from verl.workers.actor import _all_reduce_sum, _require, _world, clip_grad_and_step, trim_padding
 from verl.workers.config import CriticConfig
@@ -152,7 +152,7 @@ class DataParallelPPOCritic:
 
     def _update_mini_batch(self, mini: DataProto, world_size: int) -> dict[str, float]:
         config = self.config
-        token_count, seq_count = core_algos.token_and_seq_counts(mini.batch["response_mask"])
+        token_count, seq_count = algorithms.token_and_seq_counts(mini.batch["response_mask"])
         counts = _all_reduce_sum(torch.tensor([token_count, seq_count], dtype=torch.float64))
         global_tokens, global_seqs = int(counts[0].item()), int(counts[1].item())
         # vf_loss, clip fraction and vpred mean, each as this rank's share of the mini-batch value.
@@ -164,7 +164,7 @@ class DataParallelPPOCritic:
             # Observation and padding positions never reach the loss, whatever they hold.
             returns = torch.where(mask, micro.batch["returns"].to(vpreds.device).float(), 0.0)
             values = torch.where(mask, micro.batch["values"].to(vpreds.device).float(), 0.0)
-            vf_loss, vf_clipfrac = core_algos.compute_value_loss(
+            vf_loss, vf_clipfrac = algorithms.compute_value_loss(
                 vpreds,
                 returns,
                 values,
@@ -180,7 +180,7 @@ class DataParallelPPOCritic:
             share = tokens / max(global_tokens, 1)
             stats[0] += vf_loss.item()
             stats[1] += vf_clipfrac.item() * share
-            stats[2] += core_algos.masked_sum(vpreds.detach(), mask).item() / max(global_tokens, 1)
+            stats[2] += algorithms.masked_sum(vpreds.detach(), mask).item() / max(global_tokens, 1)
         grad_norm, stepped = clip_grad_and_step(self.module, self.optimizer, config.grad_clip, "critic")
         vf_loss, vf_clipfrac, vpred_mean = _all_reduce_sum(stats).tolist()
         return {

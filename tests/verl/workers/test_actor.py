@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from verl.protocol import DataProto
-from verl.trainer.core_algos import (
+from verl.algorithms import (
     FixedKLController,
     apply_kl_penalty,
     compute_advantage,
     kl_penalty,
     masked_mean,
 )
+from verl.protocol import DataProto
 from verl.utils.optim import build_adamw
 from verl.workers.actor import DataParallelPPOActor, trim_padding
 from verl.workers.config import ActorConfig, OptimConfig
