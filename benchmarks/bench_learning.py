@@ -1,11 +1,11 @@
-"""Learning check: does ZeroSearch-GRPO on the toy world learn to search? (DESIGN 7: a benchmark, not a test.)
+"""Learning check: does ZeroSearch-GRPO on the toy world learn to search? (docs/design.md §7: a benchmark, not a test.)
 
 Runs the CPU demo pipeline (`toyworld.pipeline`, reusing built assets in artifacts/toyworld) and
 prints, side by side from that one run: mean train reward of the first 10 vs the last 10 GRPO steps, the
 train reward of the warm start vs the trained policy on 300 fixed training questions (simulator, noise 0),
 and real-search (BM25) EM of the warm start vs the trained policy on held-out people and on training people.
 Target: train reward rises AND held-out EM rises. Train-entity EM is reported, not judged: rising alone it
-would mean memorisation (DESIGN 8).
+would mean memorisation (docs/design.md §8).
 
 A second RL run from the same warm start with the policy frozen (the control) sees the same questions in
 the same steps under the same curriculum; the trained run's last-10-steps reward minus the control's, step

@@ -41,7 +41,7 @@ def build_model(workdir: Path, prompts: list[str]) -> Path:
 
 
 def messages(prompt: str) -> list[dict]:
-    """The simulation request layout (DESIGN section 3): an empty system message, the prompt as the user's."""
+    """The simulation request layout (docs/design.md §3): an empty system message, the prompt as the user's."""
     return [{"role": "system", "content": ""}, {"role": "user", "content": prompt}]
 
 

@@ -1,4 +1,4 @@
-"""Multi-turn rollouts with a search tool (DESIGN 4, step 2).
+"""Multi-turn rollouts with a search tool (docs/design.md §4, step 2).
 
 `LLMGenerationManager.run` takes a batch of prompts (already repeated `n` times by the trainer) and runs
 every trajectory through think / search / answer turns:

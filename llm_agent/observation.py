@@ -1,6 +1,6 @@
 """What the environment writes into a trajectory after a search: the `<information>` block, as token ids.
 
-Layout (DESIGN 3): "\\n\\n<information>" + one line "Doc i: text" per document + "</information>\\n\\n".
+Layout (docs/design.md §3): "\\n\\n<information>" + one line "Doc i: text" per document + "</information>\\n\\n".
 The block is tokenized in three pieces: the fixed head and tail once, when the formatter is made, and the
 documents once per observation. Tokenizing the pieces separately is what lets a long observation be cut to
 `max_obs_length` tokens inside the documents while the closing tag survives whole: a truncated observation

@@ -82,7 +82,7 @@ case "$SEARCH_MODE" in
   wiki) OVERRIDES+=("search=wiki" "search.url=${ARG[RETRIEVER_URL]:-http://$IP:$PORT}") ;;
   *) echo "error: SEARCH_MODE must be simulate_sft, simulate_prompt, google or wiki; got '$SEARCH_MODE'" >&2; exit 2 ;;
 esac
-# SEARCH_ENGINE: the engine used for validation (DESIGN 5: the real engine, or the simulator at noise 0).
+# SEARCH_ENGINE: the engine used for validation (docs/design.md §5: the real engine, or the simulator at noise 0).
 case "${ARG[SEARCH_ENGINE]:-}" in
   ""|simulate) ;;
   google) OVERRIDES+=("val_search={name: google}") ;;

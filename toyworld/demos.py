@@ -8,11 +8,11 @@ A demonstration is one complete trajectory as the agent loop would write it for 
 
 The query is deliberately weak (last name only, first name only, a misspelt name, or relation words only),
 so the warm-started policy searches in the right format without knowing which query finds the fact: its
-real-search EM starts low and RL has the query skill to learn (DESIGN 8). The answer X is the *base
+real-search EM starts low and RL has the query skill to learn (docs/design.md §8). The answer X is the *base
 model's own* greedy reading of those documents (`ModelReader`), chosen in the thought's reading layout
 (the base model's pretraining lines, pretrain.py) and copied into `<answer>`: the policy keeps the base
-model's reading, as a pretrained LLM keeps its own, and learns none beyond it. Measured (docs/demo.md,
-sessions 17-18): random entities as answers taught the policy to pick at random (a base reading at 0.31
+model's reading, as a pretrained LLM keeps its own, and learns none beyond it. Measured (dev/LOG.md):
+random entities as answers taught the policy to pick at random (a base reading at 0.31
 gave a warm start at 0.12), answer words left untrained broke the answer turn (0.51 -> 0.13 in 80
 steps), and the base's own answers keep it (0.54 -> 0.535). Without a
 reader the answer is a random entity from the documents. Documents come from the world's real engine

@@ -4,7 +4,7 @@
         [--run-dir outputs/toyworld_demo/grpo] [--steps N] [--engine simulator|real]
         [-- hydra overrides for the RL trainer]
 
-Stages (DESIGN 8); each one is skipped when its output exists and was made with the same settings:
+Stages (docs/design.md §8); each one is skipped when its output exists and was made with the same settings:
 1. build the toy world (corpus, QA splits, simulation-tuning pairs, pretraining text, tokenizer, model_init);
 2. with the SFT trainer: pretrain a tiny *base* model, first on copy lines alone, then on the world's text
    packed several lines to a row (tiny models must learn to copy before anything else works, and at every
@@ -48,12 +48,13 @@ from toyworld.report import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALGORITHM_DIR = REPO_ROOT / "configs" / "algorithm"
+SFT_STAGES_FILE = REPO_ROOT / "configs" / "toyworld" / "sft_stages.yaml"
 STAGE_MARKER = "pipeline_stage.json"
 ENGINES = ("simulator", "real")
 # The documents training may see (none names a held-out person): what `--engine real` searches.
 TRAIN_CORPUS = "corpus_train.jsonl"
 # The RL stage's questions: the single-hop ones of train.parquet. With two turns and this policy, two-hop
-# questions almost never pay, so they only add tied groups and noise to the train reward (docs/demo.md).
+# questions almost never pay, so they only add tied groups and noise to the train reward (dev/LOG.md).
 RL_TRAIN_FILE = "train_rl.parquet"
 RL_TRAIN_SOURCES = (DATA_SOURCES[1],)
 # A fixed sample of those questions, validated with the RL stage's own engine at noise 0 (report.py).
@@ -68,7 +69,7 @@ ENV = {
 
 @dataclass(frozen=True)
 class SFTStage:
-    """One supervised stage: train `init` on `data` into `<assets>/<name>`."""
+    """One supervised stage: train `init` on `data` into `<assets>/<name>` (configs/toyworld/sft_stages.yaml)."""
 
     name: str
     init: str
@@ -77,10 +78,28 @@ class SFTStage:
     lr: float
     batch_size: int
     max_length: int
-    warmup_steps: int = 20
-    lr_scheduler: str = "cosine"
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.01
+    warmup_steps: int
+    lr_scheduler: str
+    betas: tuple[float, float]
+    weight_decay: float
+
+
+def load_sft_stages(path: Path = SFT_STAGES_FILE) -> dict[str, SFTStage]:
+    """The supervised stages (copy, pretrain, simulator, policy) from their YAML file; a missing or unknown
+    field is an error naming the stage."""
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    stages = {}
+    for key in ("copy", "pretrain", "simulator", "policy"):
+        values = dict(raw.get(key) or {})
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        try:
+            stages[key] = SFTStage(**values)
+        except TypeError as e:
+            raise ValueError(f"{path}: stage {key!r}: {e}") from e
+    return stages
 
 
 @dataclass
@@ -95,27 +114,11 @@ class PipelineConfig:
     overrides: list[str] = field(default_factory=list)
     num_demos: int = 4000
     eval_size: int = 300
-    # The copy circuit forms abruptly, after ~1000 steps of copy lines at a constant 1e-3 with Adam's
-    # beta2 at 0.999 (docs/demo.md); the mix after it keeps copying up while it adds reading.
-    copy: SFTStage = SFTStage(
-        "model_copy",
-        "model_init",
-        "copy_bucketed.jsonl",
-        1500,
-        1e-3,
-        32,
-        256,
-        lr_scheduler="constant",
-        betas=(0.9, 0.999),
-        weight_decay=0.0,
-    )
-    # Reading that matches the relation as well as the name (half of the reading lines are hard) takes
-    # thousands of steps: 750 gave 0.095 EM on full-name documents, 3000 gave 0.31-0.54 (docs/demo.md).
-    pretrain: SFTStage = SFTStage("model_base", "model_copy", "pretrain_bucketed.jsonl", 3000, 3e-3, 4, 576)
-    simulator: SFTStage = SFTStage(
-        "model_simulator", "model_base", "simtune_bucketed.parquet", 250, 2e-3, 16, 512
-    )
-    policy: SFTStage = SFTStage("model_policy", "model_base", "demos_bucketed.parquet", 300, 2e-3, 16, 512)
+    # The supervised stages' recipe: configs/toyworld/sft_stages.yaml.
+    copy: SFTStage = field(default_factory=lambda: load_sft_stages()["copy"])
+    pretrain: SFTStage = field(default_factory=lambda: load_sft_stages()["pretrain"])
+    simulator: SFTStage = field(default_factory=lambda: load_sft_stages()["simulator"])
+    policy: SFTStage = field(default_factory=lambda: load_sft_stages()["policy"])
 
     def __post_init__(self) -> None:
         self.assets = Path(self.assets)
@@ -210,7 +213,7 @@ def pack_rows(rows: list[dict], max_chars: int, seed: int) -> list[dict]:
     (a text longer than that is a row of its own).
 
     Trained one line per row, the base model learns to copy and to read only at the start of a sequence
-    (docs/demo.md: a single token before `text:` stops the copy); packed, every skill is trained at every
+    (dev/LOG.md: a single token before `text:` stops the copy); packed, every skill is trained at every
     position up to the length the simulator writes and the policy answers at.
     """
     texts = [r["text"] for r in rows]
@@ -433,7 +436,7 @@ class Pipeline:
                     f"data.train_batch_size={stage.batch_size}",
                     f"data.micro_batch_size_per_gpu={stage.batch_size}",
                     f"optim.lr={stage.lr}",
-                    f"optim.warmup_steps={stage.warmup_steps}",
+                    f"optim.lr_warmup_steps={stage.warmup_steps}",
                     f"optim.lr_scheduler={stage.lr_scheduler}",
                     f"optim.betas=[{stage.betas[0]},{stage.betas[1]}]",
                     f"optim.weight_decay={stage.weight_decay}",
@@ -453,63 +456,21 @@ class Pipeline:
         self.stages.run(label, train, skip_reason=f"{out} exists" if reuse else None)
 
     def rl_command(self, sim_url: str | None) -> list[str]:
-        """The RL trainer's command line: against the simulator at `sim_url`, or (None) the real engine."""
+        """The RL trainer's command line: the recipe is configs/preset/toyworld.yaml; this adds where the
+        assets and the run folder are, the algorithm and step count, and what to search: the simulator at
+        `sim_url`, or (None) the world's real engine over the documents training may see."""
         c, a = self.config, self.config.assets.resolve()
         if sim_url is None:
             search = ["search=local", f"search.corpus={a / TRAIN_CORPUS}"]
         else:
-            # A 2-layer simulator sampling at the paper's 0.8 rarely writes the answer: the first steps'
-            # reward was 0.13 there and 0.21-0.26 at 0.5 (session 21), so far fewer GRPO groups tie.
-            search = [f"search.urls=[{sim_url}]", "+search.max_tokens=256", "+search.temperature=0.5"]
+            search = [f"search.urls=[{sim_url}]"]
         overrides = [
+            "preset=toyworld",
+            f"toyworld.assets={a}",
             f"algorithm={c.algorithm}",
-            f"data.train_files={a / RL_TRAIN_FILE}",
-            f"data.val_files=[{a / 'eval_heldout.parquet'},{a / 'eval_train_entities.parquet'},"
-            f"{a / TRAIN_FIXED_FILE}]",
-            "data.train_batch_size=16",
-            "data.val_batch_size=128",
-            "data.max_prompt_length=512",
-            f"actor_rollout_ref.model.path={a / c.policy.name}",
-            # Eight updates of 16 trajectories per step rather than one of 128: over two seeds held-out EM
-            # 0.087 / 0.083 against 0.070 / 0.057 with one update (docs/demo.md session 22)
-            "actor_rollout_ref.actor.ppo_mini_batch_size=2",
-            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
-            # Small steps on noisy rewards: at 2e-4 training-people EM fell 0.025-0.055 in four runs, at 1e-4
-            # 0.005 and 0.040 (two seeds; the difference is within noise, docs/demo.md session 21)
-            "actor_rollout_ref.actor.optim.lr=1e-4",
-            # Holds the warm start's queries: a tiny simulator pays weak and name-less queries as well as
-            # full names, and at the paper's 0.001 GRPO drifted to them (docs/demo.md, session 19)
-            "actor_rollout_ref.actor.kl_loss_coef=0.05",
-            # PPO's critic (ignored by the other algorithms): the paper's 1e-5 barely moves a tiny model
-            "critic.optim.lr=1e-3",
-            "critic.ppo_micro_batch_size_per_gpu=16",
-            "critic.forward_micro_batch_size_per_gpu=16",
-            "actor_rollout_ref.rollout.n=8",
-            "actor_rollout_ref.rollout.response_length=48",
-            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
-            "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16",
-            "agent.max_turns=2",
-            "agent.max_tokens_per_turn=48",
-            "agent.max_response_length=512",
-            "agent.max_obs_length=256",
-            "agent.topk=5",
             *search,
-            f"val_search={{name: local, corpus: {a / 'corpus.jsonl'}}}",
-            # The fixed training questions search what training searches, at noise 0: the train reward
-            # on the same questions before and after, free of the question order and of the curriculum.
-            f"agent.val_search_by_source={{{TRAIN_FIXED_SOURCE}: null}}",
-            "curriculum.start=0.0",
-            "curriculum.end=0.25",  # the paper's end value for its smaller (3B) policies
             f"trainer.total_training_steps={c.steps}",
-            "trainer.n_gpus_per_node=2",
-            "trainer.ray_num_cpus=2",
-            "trainer.test_freq=0",
-            "trainer.save_freq=0",
-            "trainer.val_before_train=true",
-            "trainer.logger=[console,jsonl]",
-            "trainer.resume_mode=disable",
             f"trainer.default_local_dir={c.run_dir.resolve()}",
-            "trainer.experiment_name=toyworld_demo",
         ]
         return [self.python, "-m", "verl.trainer.main_ppo", *overrides, *c.overrides]
 

@@ -2,7 +2,7 @@
 
 Both the simulator and the policy start from this base model, as both start from a pretrained LLM in the
 paper. A tiny model trained from scratch needs hundreds of steps before it copies names from its context,
-and a policy that cannot copy never learns to answer from search results (DESIGN 8), so besides the
+and a policy that cannot copy never learns to answer from search results (docs/design.md §8), so besides the
 world's documents the text is heavy on copying:
 
 - `text: ... copy: ...` lines that repeat a list of names;
@@ -84,7 +84,7 @@ def _reading_line(
 
     A *hard* line's distractors are the stranger's other facts and a namesake's fact of the asked
     relation, as the documents a full-name query finds: answering it takes matching both the name and
-    the relation, not the name alone (docs/demo.md: easy lines alone teach name matching only).
+    the relation, not the name alone (dev/LOG.md: easy lines alone teach name matching only).
     """
     person = strangers.name()
     first = person.split()[0]

@@ -8,7 +8,7 @@ country of X's birthplace. Golden answers are the answer entity's name followed 
 Splits follow the people's groups (see `world.py`): train questions are about train people only, val
 about the "val" half of the held-out people, test about the "test" half, so model selection on val never
 touches a test person. The train-entity eval split is a sample of train questions, kept to report
-train-entity EM beside held-out EM (DESIGN 8: memorisation hides failure).
+train-entity EM beside held-out EM (docs/design.md §8: memorisation hides failure).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The trainer logs validation before training (step 0: the warm start) and at the end (the trained policy),
 per data_source. The pipeline's evaluation files name their sources `heldout` (test people, never seen in
 any training or SFT data) and `train_entities` (people the run trains on), so both EMs sit side by side:
-memorisation shows as train-entity EM rising alone (DESIGN 8).
+memorisation shows as train-entity EM rising alone (docs/design.md §8).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class LearningReport:
 
 # The override that freezes the policy for a control run. The trainer takes no lr of 0; Adam's steps of at
 # most ~1e-12 per update move no weight by more than ~1e-10 over a run, and a run with it validated exactly
-# like its warm start (docs/demo.md, session 24).
+# like its warm start (dev/LOG.md).
 FROZEN_POLICY_OVERRIDE = "actor_rollout_ref.actor.optim.lr=1e-12"
 
 

@@ -5,7 +5,7 @@ last name, a first name, the relation, a misspelt name, a similar name), run eac
 real engine (BM25), and label the (query, top-k documents) pair *useful* when the documents carry a golden
 answer and *noisy* when they do not. A simulator tuned on these learns that what it writes depends on
 the query; one whose useful output held the answer whatever the query said taught the policy to drop
-names from its queries (DESIGN 8).
+names from its queries (docs/design.md §8).
 
 The engine searches the documents training may see (`visible_documents`: none names a held-out person),
 so held-out people never reach fine-tuning. Two filters keep the targets honest:
@@ -19,7 +19,7 @@ Then the larger class is downsampled so useful and noisy are balanced.
 
 Labelled this way, a useful target always holds the answer, whatever its query: a simulator tuned on them
 writes the answer into useful documents for a good query and for a name-less one alike (measured:
-33% / 31%; docs/demo.md), and RL under it unlearns naming the person in the query. `miss_share` adds
+33% / 31%; dev/LOG.md), and RL under it unlearns naming the person in the query. `miss_share` adds
 the real engine's misses to the useful side: that share of the answer-less results become useful-mode
 targets (the label names the requested mode, not the content), so in useful mode the simulator
 answers more often for the queries the real engine answers.

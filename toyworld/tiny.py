@@ -118,7 +118,7 @@ def build_tiny_model(
     """Write an untrained Qwen2-style causal LM (and a copy of the tokenizer) to `out_dir`.
 
     The default size (hidden 128, 2 layers, ~0.7M parameters with a 2k vocabulary) is the practical
-    size on 2 CPU cores; DESIGN section 8 has the measurements.
+    size on 2 CPU cores; docs/design.md §8 has the measurements.
     """
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM

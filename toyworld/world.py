@@ -38,7 +38,7 @@ def stream(seed: int, name: str) -> random.Random:
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Sizes of a world. The people pool is large on purpose: a run must see few of them (DESIGN 8)."""
+    """Sizes of a world. The people pool is large on purpose: a run must see few of them (docs/design.md §8)."""
 
     num_people: int = 5000
     num_countries: int = 12

@@ -14,11 +14,24 @@ from llm_agent.generation import GenerationConfig, LLMGenerationManager
 from llm_agent.search import SearchBackend
 from llm_agent.trajectory import AgentRolloutResult
 from verl.protocol import DataProto
+from verl.utils.config import ConfigError, build
 from verl.workers.rollout.base import RolloutEngine, RolloutSamplingParams
 from zerosearch.curriculum import NoiseSchedule
 from zerosearch.search import build_search_backend
 
 logger = logging.getLogger(__name__)
+
+
+def _schedule(curriculum: dict[str, Any], total_steps: int) -> NoiseSchedule:
+    """The `curriculum` section as a NoiseSchedule; errors name the key (curriculum.end, ...)."""
+    try:
+        return build(NoiseSchedule, {**curriculum, "total_steps": total_steps}, "curriculum")
+    except ConfigError as e:
+        message = str(e)
+        # NoiseSchedule's own checks start with the field's name; an unknown key is already named in full.
+        raise ConfigError(
+            message if message.startswith("unknown config key") else f"curriculum.{message}"
+        ) from e
 
 
 class ZeroSearchAgentLoop:
@@ -53,7 +66,7 @@ class ZeroSearchAgentLoop:
             max_tokens_per_turn=max_tokens_per_turn,
             topk=topk,
         )
-        self.schedule = NoiseSchedule(total_steps=total_training_steps, **curriculum)
+        self.schedule = _schedule(curriculum, total_training_steps)
         self.search = build_search_backend(**search)
         self.val_search = build_search_backend(**val_search) if val_search else self.search
         self.val_search_by_source: dict[str, SearchBackend] = {}

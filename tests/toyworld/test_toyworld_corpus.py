@@ -84,7 +84,7 @@ RELATION_WORDS = {
 
 
 def test_bm25_finds_the_fact_for_full_name_queries(small_world, small_corpus):
-    """DESIGN 8 measured 100% for full name + relation (99.7% at the default 5000 people)."""
+    """docs/design.md §8 measured 100% for full name + relation (99.7% at the default 5000 people)."""
     people = random.Random(0).sample(small_world.people, 150)
     assert _recall(small_world, small_corpus, lambda p, r: f"{p.name} {RELATION_WORDS[r]}", people) >= 0.95
 

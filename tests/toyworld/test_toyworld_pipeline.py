@@ -49,25 +49,40 @@ def test_arguments_after_double_dash_are_hydra_overrides():
     assert config.overrides == ["trainer.seed=7", "data.train_batch_size=4"]
 
 
-def test_rl_searches_the_simulator_by_default():
-    command = Pipeline(parse_args([])).rl_command("http://127.0.0.1:6001")
-    assert "search.urls=[http://127.0.0.1:6001]" in command
-    assert not any(arg.startswith("search=") for arg in command)
+def _composed(command: list[str]) -> dict:
+    """The trainer config the RL command line composes (what main_ppo would train with)."""
+    assert command[1:3] == ["-m", "verl.trainer.main_ppo"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return OmegaConf.to_container(compose(config_name="ppo_trainer", overrides=command[3:]), resolve=True)
+
+
+def test_rl_searches_the_simulator_by_default_with_the_recipe_from_the_preset():
+    cfg = _composed(Pipeline(parse_args(["--steps", "7"])).rl_command("http://127.0.0.1:6001"))
+    assert cfg["agent"]["search"] == {
+        "name": "simulate_sft",
+        "urls": ["http://127.0.0.1:6001"],
+        "max_tokens": 256,
+        "temperature": 0.5,
+    }
+    assert cfg["trainer"]["total_training_steps"] == 7 and cfg["trainer"]["n_gpus_per_node"] == 2
+    assert cfg["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1e-4 and cfg["curriculum"]["end"] == 0.25
 
 
 def test_real_engine_rl_searches_the_training_corpus_with_no_server():
     config = parse_args(["--engine", "real", "--assets", "a"])
-    command = Pipeline(config).rl_command(None)
-    assert "search=local" in command
-    assert f"search.corpus={(config.assets / TRAIN_CORPUS).resolve()}" in command
-    assert not any(arg.startswith("search.urls") for arg in command)
+    cfg = _composed(Pipeline(config).rl_command(None))
+    assert cfg["agent"]["search"] == {
+        "name": "local",
+        "corpus": str((config.assets / TRAIN_CORPUS).resolve()),
+    }
 
 
 def test_rl_trains_on_the_single_hop_file_under_both_engines():
     for engine in ("simulator", "real"):
         config = parse_args(["--engine", engine, "--assets", "a"])
-        command = Pipeline(config).rl_command(None if engine == "real" else "http://127.0.0.1:6001")
-        assert f"data.train_files={(config.assets / RL_TRAIN_FILE).resolve()}" in command
+        cfg = _composed(Pipeline(config).rl_command(None if engine == "real" else "http://127.0.0.1:6001"))
+        assert cfg["data"]["train_files"] == str((config.assets / RL_TRAIN_FILE).resolve())
+        assert cfg["actor_rollout_ref"]["model"]["path"] == str((config.assets / "model_policy").resolve())
 
 
 def test_source_subset_keeps_only_the_named_data_sources(built_world, tmp_path):
@@ -146,10 +161,7 @@ def test_eval_sample_keeps_the_named_sources_and_repeats_with_its_seed(built_wor
 
 
 def test_fixed_training_questions_are_validated_with_the_training_engine():
-    command = Pipeline(parse_args(["--assets", "a"])).rl_command("http://127.0.0.1:6001")
-    assert command[1:3] == ["-m", "verl.trainer.main_ppo"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose(config_name="ppo_trainer", overrides=command[3:]), resolve=True)
+    cfg = _composed(Pipeline(parse_args(["--assets", "a"])).rl_command("http://127.0.0.1:6001"))
     assert str((Path("a") / TRAIN_FIXED_FILE).resolve()) in cfg["data"]["val_files"]
     assert cfg["agent"]["val_search_by_source"] == {TRAIN_FIXED_SOURCE: None}
     assert cfg["agent"]["val_search"]["name"] == "local"  # the other files: the real engine

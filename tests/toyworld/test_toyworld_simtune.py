@@ -36,7 +36,7 @@ def test_useful_documents_carry_an_answer_and_noisy_ones_do_not(pairs):
 
 
 def test_noisy_documents_do_not_name_the_asked_person(small_world, small_splits, pairs):
-    """Noisy targets holding the asked person's other facts teach the simulator to copy answers (DESIGN 8)."""
+    """Noisy targets holding the asked person's other facts teach the simulator to copy answers (docs/design.md §8)."""
     subject = {q.text: small_world.entity(q.subject).name for q in small_splits.train}
     noisy = [r for r in pairs[0] if r["label"] == "noisy"]
     assert noisy

@@ -1,4 +1,4 @@
-"""The single controller: one driver process drives groups of Ray worker processes (DESIGN 2).
+"""The single controller: one driver process drives groups of Ray worker processes (docs/design.md §2).
 
 Import the Ray-side pieces from their modules (`worker_group`, `resource_pool`, `colocated`, `ray_utils`);
 this package root only re-exports the decorator so worker modules stay importable without starting Ray.

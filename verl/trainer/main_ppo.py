@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from verl.trainer.config import (
-    ConfigError,
-    critic_worker_config,
-    needs_critic,
-    validate_config,
-    worker_config,
-    world_size,
-)
+from verl.trainer.config import DEPRECATED_KEYS, PPOTrainerConfig
 from verl.trainer.ray_trainer import RayPPOTrainer
+from verl.utils.config import ConfigError, check_overrides
 from verl.utils.dataset import RLHFDataset
 from verl.utils.seed import set_seed
 from verl.utils.tracking import Tracking
@@ -35,16 +30,17 @@ logger = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
-def _device(cfg: dict) -> str:
+def _device(cfg: PPOTrainerConfig) -> str:
     import torch
 
-    if cfg["trainer"]["device"] == "auto":
+    if cfg.trainer.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg["trainer"]["device"]
+    return cfg.trainer.device
 
 
-def run(cfg: dict) -> dict[str, float]:
-    """Train with a resolved plain-dict config; returns the final validation metrics."""
+def run(raw: dict) -> dict[str, float]:
+    """Train with the composed, resolved config (a plain dict, as Hydra gives it); returns the final
+    validation metrics. The typed config is built first: nothing starts if any key is wrong."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from transformers import AutoTokenizer
@@ -52,14 +48,12 @@ def run(cfg: dict) -> dict[str, float]:
     from verl.single_controller.ray_utils import init_ray
     from verl.single_controller.resource_pool import RayResourcePool
 
-    trainer = cfg["trainer"]
-    validate_config(cfg)
-    set_seed(int(trainer["seed"]))
-    model = cfg["actor_rollout_ref"]["model"]
-    tokenizer = AutoTokenizer.from_pretrained(model["tokenizer_path"] or model["path"])
-    data = cfg["data"]
+    cfg = PPOTrainerConfig.from_dict(raw)
+    trainer, data, model = cfg.trainer, cfg.data, cfg.actor_rollout_ref.model
+    set_seed(trainer.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.path)
     try:
-        row_check = import_callable(data["row_check"]) if data["row_check"] else None
+        row_check = import_callable(data.row_check) if data.row_check else None
     except ValueError as e:
         raise ConfigError(f"data.row_check: {e}") from e
 
@@ -67,52 +61,44 @@ def run(cfg: dict) -> dict[str, float]:
         return RLHFDataset(
             files,
             tokenizer,
-            data["max_prompt_length"],
-            data["overlong_prompts"],
-            data["use_chat_template"],
+            data.max_prompt_length,
+            data.overlong_prompts,
+            data.use_chat_template,
             row_check=row_check,
-            skip_bad_rows=data["skip_bad_rows"],
+            skip_bad_rows=data.skip_bad_rows,
         )
 
-    train = dataset(data["train_files"])
-    val = dataset(data["val_files"]) if data["val_files"] else None
-    if len(train) < data["train_batch_size"]:
+    train = dataset(data.train_files) if data.train_files else None
+    val = dataset(data.val_files) if data.val_files else None
+    if train is not None and not trainer.val_only and len(train) < data.train_batch_size:
         raise ConfigError(
             f"data.train_files hold {len(train)} usable prompts, fewer than data.train_batch_size "
-            f"({data['train_batch_size']})"
+            f"({data.train_batch_size})"
         )
-    if trainer.get("total_epochs"):
-        trainer["total_training_steps"] = int(trainer["total_epochs"]) * (
-            len(train) // data["train_batch_size"]
-        )
-    reward = RewardManager.from_config(tokenizer, cfg["reward"])
-    agent_cfg = dict(cfg["agent"])
+    if trainer.total_epochs and train is not None:
+        cfg.set_total_training_steps(int(trainer.total_epochs) * (len(train) // data.train_batch_size))
+    reward = RewardManager.from_config(tokenizer, cfg.reward)
     try:
         agent = instantiate(
-            agent_cfg,
+            cfg.agent,
             tokenizer=tokenizer,
-            total_training_steps=trainer["total_training_steps"],
-            max_prompt_length=data["max_prompt_length"],
+            total_training_steps=trainer.total_training_steps,
+            max_prompt_length=data.max_prompt_length,
             _convert_="all",
         )
     except InstantiationException as e:
         # Hydra wraps the agent's own error (e.g. an unknown search backend); show that one.
-        raise ConfigError(f"agent ({agent_cfg['_target_']}): {e.__cause__ or e}") from e
+        raise ConfigError(f"agent ({cfg.agent['_target_']}): {e.__cause__ or e}") from e
 
     device = _device(cfg)
-    ranks = world_size(cfg)
-    init_ray(num_cpus=trainer["ray_num_cpus"], env_vars={"TOKENIZERS_PARALLELISM": "false"})
+    init_ray(num_cpus=cfg.ray_init.num_cpus, env_vars={"TOKENIZERS_PARALLELISM": "false"})
     pool = RayResourcePool(
-        ranks,
+        trainer.world_size,
         num_cpus_per_worker=1,
         num_gpus_per_worker=1 if device == "cuda" else 0,
         name="actor_rollout_ref",
     )
-    role = (
-        "actor_rollout_ref"
-        if (cfg["actor_rollout_ref"]["actor"]["use_kl_loss"] or cfg["algorithm"]["use_kl_in_reward"])
-        else "actor_rollout"
-    )
+    role = "actor_rollout_ref" if cfg.needs_reference else "actor_rollout"
     # trainer.device=cpu on a GPU host: hide the GPUs too, or the workers would pick CUDA and nccl anyway.
     worker_env = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
     tracker = None
@@ -122,11 +108,11 @@ def run(cfg: dict) -> dict[str, float]:
         if critic_wg is not None:
             critic_wg.init_model()
         tracker = Tracking(
-            trainer["project_name"],
-            trainer["experiment_name"],
-            list(trainer["logger"]),
-            trainer["default_local_dir"],
-            config=cfg,
+            trainer.project_name,
+            trainer.experiment_name,
+            list(trainer.logger),
+            trainer.default_local_dir,
+            config=cfg.to_dict(),
         )
         return RayPPOTrainer(
             cfg, tokenizer, actor_rollout_wg, agent, reward, train, val, tracker, critic_wg=critic_wg
@@ -139,7 +125,7 @@ def run(cfg: dict) -> dict[str, float]:
         pool.remove()
 
 
-def _worker_groups(cfg: dict, pool, role: str, worker_env: dict):
+def _worker_groups(cfg: PPOTrainerConfig, pool, role: str, worker_env: dict):
     """(the group to shut down, the actor/rollout/ref handle, the critic handle or None).
 
     With a critic (PPO), actor and critic are colocated: one process per rank hosts both roles, sharing the
@@ -148,13 +134,13 @@ def _worker_groups(cfg: dict, pool, role: str, worker_env: dict):
     from verl.single_controller.worker_group import RayWorkerGroup
     from verl.workers.fsdp_workers import ActorRolloutRefWorker, CriticWorker
 
-    if not needs_critic(cfg):
-        wg = RayWorkerGroup(pool, ActorRolloutRefWorker, worker_config(cfg), role, worker_env=worker_env)
+    if cfg.critic is None:
+        wg = RayWorkerGroup(pool, ActorRolloutRefWorker, cfg.actor_rollout_ref, role, worker_env=worker_env)
         return wg, wg, None
     cls = create_colocated_worker_cls(
         {
-            "actor": RoleSpec(ActorRolloutRefWorker, (worker_config(cfg), role)),
-            "critic": RoleSpec(CriticWorker, (critic_worker_config(cfg),)),
+            "actor": RoleSpec(ActorRolloutRefWorker, (cfg.actor_rollout_ref, role)),
+            "critic": RoleSpec(CriticWorker, (cfg.critic,)),
         }
     )
     wg = RayWorkerGroup(pool, cls, worker_env=worker_env)
@@ -163,9 +149,20 @@ def _worker_groups(cfg: dict, pool, role: str, worker_env: dict):
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="ppo_trainer", version_base=None)
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
     run(OmegaConf.to_container(cfg, resolve=True))
+
+
+def main() -> None:
+    """Check the command line's keys (renamed ones are translated, unknown ones refused with the closest
+    known names) before Hydra composes the config, then train."""
+    try:
+        sys.argv[1:] = check_overrides(sys.argv[1:], CONFIG_DIR, "ppo_trainer", DEPRECATED_KEYS)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The single-controller fit loop (DESIGN 4): rollout -> reward -> log-probs -> advantages -> update, with
+"""The single-controller fit loop (docs/design.md §4): rollout -> reward -> log-probs -> advantages -> update, with
 validation, checkpoints and logging. It drives an actor/rollout/reference worker group and an agent loop; it
 knows nothing of search: the agent loop and the reward function come from the config.
 """
@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from verl import algorithms
 from verl.protocol import DataProto
+from verl.trainer.config import PPOTrainerConfig
 from verl.utils import checkpoint as ckpt
 from verl.utils.dataset import StatefulBatchLoader, collate, validation_loader
 from verl.utils.tracking import Tracking
@@ -103,11 +104,11 @@ class TrainingStopped(RuntimeError):
 
 
 class RayPPOTrainer:
-    """cfg: the validated trainer config (a plain dict, see configs/ppo_trainer.yaml)."""
+    """cfg: the typed trainer config (PPOTrainerConfig.from_dict, configs/ppo_trainer.yaml)."""
 
     def __init__(
         self,
-        cfg: dict,
+        cfg: PPOTrainerConfig,
         tokenizer,
         actor_rollout_wg,
         agent: AgentLoop,
@@ -123,17 +124,21 @@ class RayPPOTrainer:
         self.critic_wg = critic_wg
         self.engine = WorkerGroupRollout(actor_rollout_wg)
         self.tracker = tracker
-        trainer = cfg["trainer"]
-        self.total_steps = int(trainer["total_training_steps"])
-        self.run_dir = Path(trainer["default_local_dir"])
+        trainer = cfg.trainer
+        self.total_steps = int(trainer.total_training_steps or 0)
+        self.run_dir = Path(trainer.default_local_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
-        self.train_loader = StatefulBatchLoader(
-            train_dataset,
-            cfg["data"]["train_batch_size"],
-            shuffle=cfg["data"]["shuffle"],
-            seed=trainer["seed"],
-            drop_last=True,
-            collate_fn=collate,
+        self.train_loader = (
+            None
+            if train_dataset is None
+            else StatefulBatchLoader(
+                train_dataset,
+                cfg.data.train_batch_size,
+                shuffle=cfg.data.shuffle,
+                seed=trainer.seed,
+                drop_last=True,
+                collate_fn=collate,
+            )
         )
         self.val_dataset = val_dataset
         self.global_step = 0
@@ -141,17 +146,15 @@ class RayPPOTrainer:
 
     # ----- sampling ------------------------------------------------------------------------------------
     def _train_params(self) -> RolloutSamplingParams:
-        rollout = self.cfg["actor_rollout_ref"]["rollout"]
-        seed = rollout["seed"] if rollout["seed"] is not None else self.cfg["trainer"]["seed"]
+        rollout = self.cfg.actor_rollout_ref.rollout
+        seed = rollout.seed if rollout.seed is not None else self.cfg.trainer.seed
         return RolloutSamplingParams(
-            temperature=rollout["temperature"], top_p=rollout["top_p"], seed=seed * 100_003 + self.global_step
+            temperature=rollout.temperature, top_p=rollout.top_p, seed=seed * 100_003 + self.global_step
         )
 
     def _val_params(self) -> RolloutSamplingParams:
-        val = self.cfg["actor_rollout_ref"]["rollout"]["val_kwargs"]
-        return RolloutSamplingParams(
-            temperature=val["temperature"], top_p=val["top_p"], seed=self.cfg["trainer"]["seed"]
-        )
+        val = self.cfg.actor_rollout_ref.rollout.val_kwargs
+        return RolloutSamplingParams(temperature=val.temperature, top_p=val.top_p, seed=self.cfg.trainer.seed)
 
     @contextmanager
     def _stage(self, name: str, timings: dict[str, float]):
@@ -162,9 +165,9 @@ class RayPPOTrainer:
 
     # ----- one step ------------------------------------------------------------------------------------
     def train_step(self, items: dict[str, list]) -> dict[str, float]:
-        """DESIGN 4 steps 1-6 on one batch of prompts; returns the step's metrics."""
-        cfg, algo, timings = self.cfg, self.cfg["algorithm"], {}
-        n = cfg["actor_rollout_ref"]["rollout"]["n"]
+        """docs/design.md §4 steps 1-6 on one batch of prompts; returns the step's metrics."""
+        cfg, algo, timings = self.cfg, self.cfg.algorithm, {}
+        n = cfg.actor_rollout_ref.rollout.n
         with _timer("step", timings):
             prompts = batch_from_items(items)
             # One group id per prompt instance of this step (never the dataset index: indices repeat).
@@ -177,13 +180,13 @@ class RayPPOTrainer:
                     batch, self.engine, self._train_params(), self.global_step, False
                 )
             batch = batch.union(gen)
-            batch.meta_info["temperature"] = cfg["actor_rollout_ref"]["rollout"]["temperature"]
+            batch.meta_info["temperature"] = cfg.actor_rollout_ref.rollout.temperature
             with self._stage("reward", timings):
                 scores, texts = self.reward(batch)
                 batch.batch["token_level_scores"] = scores
             with self._stage("old_log_prob", timings):
                 batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
-            if cfg["actor_rollout_ref"]["actor"]["use_kl_loss"] or algo["use_kl_in_reward"]:
+            if cfg.needs_reference:
                 with self._stage("ref", timings):
                     batch = batch.union(self.actor_rollout_wg.compute_ref_log_prob(batch))
             if self.critic_wg is not None:
@@ -194,8 +197,8 @@ class RayPPOTrainer:
             if self.critic_wg is not None:
                 with self._stage("update_critic", timings):
                     metrics.update(self.critic_wg.update_critic(batch).meta_info["metrics"])
-            skip = algo["skip_step_without_signal"] and not batch.batch["advantages"].abs().gt(0).any()
-            if self.critic_wg is not None and self.global_step <= cfg["trainer"]["critic_warmup"]:
+            skip = algo.skip_step_without_signal and not batch.batch["advantages"].abs().gt(0).any()
+            if self.critic_wg is not None and self.global_step <= cfg.trainer.critic_warmup:
                 metrics["actor/critic_warmup"] = 1.0
             elif skip:
                 metrics["actor/step_skipped"] = 1.0
@@ -210,28 +213,28 @@ class RayPPOTrainer:
         return metrics
 
     def _advantages(self, batch: DataProto) -> dict[str, float]:
-        algo, metrics = self.cfg["algorithm"], {}
+        algo, metrics = self.cfg.algorithm, {}
         mask = batch.batch["response_mask"].float()
         rewards = batch.batch["token_level_scores"]
-        if algo["use_kl_in_reward"]:
+        if algo.use_kl_in_reward:
             rewards, metrics = algorithms.apply_kl_penalty(
                 rewards,
                 batch.batch["old_log_probs"],
                 batch.batch["ref_log_prob"],
                 mask,
                 self.kl_ctrl,
-                algo["kl_penalty"],
+                algo.kl_penalty,
             )
             self.kl_ctrl.update(metrics["actor/reward_kl_penalty"], n_steps=len(batch))
         batch.batch["token_level_rewards"] = rewards
         advantages, returns = algorithms.compute_advantage(
-            algo["adv_estimator"],
+            algo.adv_estimator,
             rewards,
             mask,
             index=batch.non_tensor_batch["uid"],
-            gamma=algo["gamma"],
-            lam=algo["lam"],
-            norm_adv_by_std=algo["norm_adv_by_std_in_grpo"],
+            gamma=algo.gamma,
+            lam=algo.lam,
+            norm_adv_by_std=algo.norm_adv_by_std_in_grpo,
             values=batch.batch.get("values"),
         )
         batch.batch["advantages"], batch.batch["returns"] = advantages, returns
@@ -240,11 +243,11 @@ class RayPPOTrainer:
     @property
     def kl_ctrl(self):
         if not hasattr(self, "_kl_ctrl"):
-            ctrl = self.cfg["algorithm"]["kl_ctrl"]
+            ctrl = self.cfg.algorithm.kl_ctrl
             self._kl_ctrl = (
-                algorithms.AdaptiveKLController(ctrl["kl_coef"], ctrl["target_kl"], ctrl["horizon"])
-                if ctrl["type"] == "adaptive"
-                else algorithms.FixedKLController(ctrl["kl_coef"])
+                algorithms.AdaptiveKLController(ctrl.kl_coef, ctrl.target_kl, ctrl.horizon)
+                if ctrl.type == "adaptive"
+                else algorithms.FixedKLController(ctrl.kl_coef)
             )
         return self._kl_ctrl
 
@@ -284,8 +287,7 @@ class RayPPOTrainer:
         return out
 
     def _maybe_log_samples(self, batch: DataProto, texts: list[str]) -> None:
-        trainer = self.cfg["trainer"]
-        freq, rows = trainer["sample_table_freq"], trainer["sample_table_rows"]
+        freq, rows = self.cfg.trainer.sample_table_freq, self.cfg.trainer.sample_table_rows
         if not freq or self.global_step % freq:
             return
         scores = batch.batch["token_level_scores"].sum(-1)
@@ -314,7 +316,7 @@ class RayPPOTrainer:
         """Every validation prompt once (greedy by default, last partial batch kept); EM, cover-EM and F1 per
         data_source, labelled as such."""
         per_source: dict[str, dict[str, list[float]]] = {}
-        for items in validation_loader(self.val_dataset, self.cfg["data"]["val_batch_size"]):
+        for items in validation_loader(self.val_dataset, self.cfg.data.val_batch_size):
             batch = batch_from_items(items)
             with self.engine.awake():
                 gen, _ = self.agent.rollout(batch, self.engine, self._val_params(), self.global_step, True)
@@ -347,13 +349,13 @@ class RayPPOTrainer:
             self.actor_rollout_wg.save_checkpoint(str(staging), step, extra)
             if self.critic_wg is not None:
                 self.critic_wg.save_checkpoint(str(staging), step)
-        ckpt.cleanup_checkpoints(self.ckpt_root, self.cfg["trainer"]["max_actor_ckpt_to_keep"])
+        ckpt.cleanup_checkpoints(self.ckpt_root, self.cfg.trainer.max_actor_ckpt_to_keep)
         return ckpt.step_dir(self.ckpt_root, step)
 
     def resume_path(self) -> Path | None:
         """The checkpoint trainer.resume_mode names: auto = this run's latest complete one (or None), disable =
         None, else the given folder (a checkpoint, or a checkpoints root whose latest one is used)."""
-        mode = self.cfg["trainer"]["resume_mode"]
+        mode = self.cfg.trainer.resume_mode
         if mode == "disable":
             return None
         if mode == "auto":
@@ -373,7 +375,8 @@ class RayPPOTrainer:
             self.critic_wg.load_checkpoint(str(path))
         self.global_step = int(state["global_step"])
         extra = state["extra_state"]
-        self.train_loader.load_state_dict(extra["dataloader"])
+        if self.train_loader is not None:  # None in trainer.val_only
+            self.train_loader.load_state_dict(extra["dataloader"])
         if "kl_coef" in extra:
             self.kl_ctrl.value = float(extra["kl_coef"])
         logger.info("resumed from %s at step %d", path, self.global_step)
@@ -406,14 +409,19 @@ class RayPPOTrainer:
 
     # ----- the loop ------------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Run until exactly total_training_steps steps are done; returns the last validation metrics."""
-        trainer = self.cfg["trainer"]
+        """Run until exactly total_training_steps steps are done; returns the last validation metrics.
+        With trainer.val_only: validate once (the resumed checkpoint's weights, if any) and return."""
+        trainer = self.cfg.trainer
         ckpt.remove_stale_staging(self.ckpt_root)  # parts of checkpoints whose writer was killed
         self.maybe_resume()
         last_val: dict[str, float] = {}
-        if self.val_dataset is not None and trainer["val_before_train"] and self.global_step == 0:
+        if self.val_dataset is not None and (
+            trainer.val_only or (trainer.val_before_train and self.global_step == 0)
+        ):
             last_val = self.validate()
-            self.tracker.log(last_val, step=0)
+            self.tracker.log(last_val, step=self.global_step)
+            if trainer.val_only:
+                return last_val
         progress = tqdm(total=self.total_steps, initial=self.global_step, desc="training", dynamic_ncols=True)
         while self.global_step < self.total_steps:
             loader_state = self.train_loader.state_dict()
@@ -424,10 +432,7 @@ class RayPPOTrainer:
             except Exception as e:
                 intact = None if self.stage.startswith("update") else (self.global_step - 1, loader_state)
                 raise self._stop(e, self.global_step, self.stage, intact) from e
-            last = self.global_step == self.total_steps
-            if self.val_dataset is not None and (
-                last or (trainer["test_freq"] and self.global_step % trainer["test_freq"] == 0)
-            ):
+            if self.val_dataset is not None and trainer.due(trainer.test_freq, self.global_step):
                 try:
                     with _timer("testing", metrics):
                         last_val = self.validate()
@@ -435,7 +440,7 @@ class RayPPOTrainer:
                     intact = (self.global_step, self.train_loader.state_dict())
                     raise self._stop(e, self.global_step, "validation", intact) from e
                 metrics.update(last_val)
-            if last or (trainer["save_freq"] and self.global_step % trainer["save_freq"] == 0):
+            if trainer.due(trainer.save_freq, self.global_step):
                 with _timer("save_checkpoint", metrics):
                     self.save_checkpoint()
             self.tracker.log(metrics, step=self.global_step)

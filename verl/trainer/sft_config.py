@@ -3,29 +3,24 @@ the offending key, built from a plain dict by `SFTConfig.from_dict`."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from verl.trainer.sft_data import TRUNCATION_MODES, SFTKeys
+from verl.utils.config import build, rename_keys
 from verl.utils.fsdp import DTYPES
 from verl.workers.config import OptimConfig
+
+# Old key -> new key (the RL trainer's optim names); the old names keep working, with a deprecation message.
+SFT_DEPRECATED_KEYS = {
+    "optim.warmup_steps": "optim.lr_warmup_steps",
+    "optim.warmup_steps_ratio": "optim.lr_warmup_steps_ratio",
+}
 
 
 def require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ValueError(f"{key}: {message}")
-
-
-def _section(cls: type, data: dict[str, Any] | None, prefix: str, **nested: Any) -> Any:
-    """Build dataclass `cls` from a dict, refusing keys it does not have (named with their full path)."""
-    data = dict(data or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}")
-    data.update(nested)
-    return cls(**data)
 
 
 @dataclass
@@ -110,11 +105,6 @@ class OptimSection(OptimConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(
-            self.total_training_steps == -1,
-            "optim.total_training_steps",
-            "is not an SFT key; set trainer.total_training_steps",
-        )
         require(self.clip_grad > 0, "optim.clip_grad", f"must be > 0, got {self.clip_grad}")
 
 
@@ -150,8 +140,8 @@ class TrainerSection:
 class SFTConfig:
     """The whole SFT config (configs/sft_trainer.yaml documents every key)."""
 
-    model: ModelSection
-    data: DataSection
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
 
@@ -167,15 +157,5 @@ class SFTConfig:
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> SFTConfig:
         """Validate a plain dict (e.g. the Hydra config as a container); errors name the offending key."""
-        config = {k: v for k, v in config.items() if k != "hydra"}
-        unknown = sorted(set(config) - {"model", "data", "optim", "trainer"})
-        if unknown:
-            raise ValueError(f"unknown config section(s) {', '.join(unknown)}")
-        model = dict(config.get("model") or {})
-        fsdp = _section(FSDPSection, model.pop("fsdp_config", None), "model.fsdp_config")
-        return cls(
-            model=_section(ModelSection, model, "model", fsdp_config=fsdp),
-            data=_section(DataSection, config.get("data"), "data"),
-            optim=_section(OptimSection, config.get("optim"), "optim"),
-            trainer=_section(TrainerSection, config.get("trainer"), "trainer"),
-        )
+        config = rename_keys({k: v for k, v in config.items() if k != "hydra"}, SFT_DEPRECATED_KEYS)
+        return build(cls, config, "")

@@ -38,9 +38,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.tensor import DTensor
 
-from verl.trainer.sft_config import SFTConfig, require
+from verl.trainer.sft_config import SFT_DEPRECATED_KEYS, SFTConfig, require
 from verl.trainer.sft_data import SFTDataset, collate
 from verl.utils.checkpoint import cleanup_checkpoints, step_dir, write_checkpoint
+from verl.utils.config import ConfigError, check_overrides
 from verl.utils.dataset import StatefulBatchLoader
 from verl.utils.fsdp import (
     device_type,
@@ -333,6 +334,11 @@ def _hydra_main() -> None:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"SFT finished: final model at {final}", flush=True)
 
+    try:
+        sys.argv[1:] = check_overrides(sys.argv[1:], str(CONFIG_DIR), "sft_trainer", SFT_DEPRECATED_KEYS)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()
 
 

@@ -1,6 +1,6 @@
 """The RL prompt dataset and a stateful, seeded batch loader.
 
-``RLHFDataset`` reads one or more parquet files in the question format of DESIGN section 3 (``data_source``,
+``RLHFDataset`` reads one or more parquet files in the question format of docs/design.md §3 (``data_source``,
 ``prompt`` as chat messages, ``reward_model.ground_truth``, optional ``question``, ``golden_answers`` and
 ``extra_info.index``), checks the structure this engine relies on, and tokenizes every prompt once, up front,
 so prompts over ``max_prompt_length`` are found at load time (and errors name the file, the row and the

@@ -50,7 +50,7 @@ class WarmupSchedule:
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         if warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps must be >= 0, got {warmup_steps}")
+            raise ValueError(f"optim.lr_warmup_steps must be >= 0, got {warmup_steps}")
         if kind == "cosine" and total_steps <= 0:
             raise ValueError(f"a cosine schedule needs total_training_steps > 0, got {total_steps}")
         self.warmup_steps = warmup_steps
@@ -87,14 +87,14 @@ def build_optimizer(
     params: Iterable[torch.nn.Parameter], optim, total_steps: int | None = None
 ) -> tuple[torch.optim.AdamW, LambdaLR]:
     """AdamW and its schedule from an optim config section (`actor.optim`, `critic.optim`, the SFT `optim`):
-    lr, betas, weight_decay, eps, warmup_steps, warmup_steps_ratio, lr_scheduler, min_lr_ratio, and
+    lr, betas, weight_decay, eps, lr_warmup_steps, lr_warmup_steps_ratio, lr_scheduler, min_lr_ratio, and
     total_training_steps unless `total_steps` is given."""
     optimizer = build_adamw(params, optim.lr, optim.betas, optim.weight_decay, optim.eps)
     scheduler = build_lr_scheduler(
         optimizer,
         optim.total_training_steps if total_steps is None else total_steps,
-        optim.warmup_steps,
-        optim.warmup_steps_ratio,
+        optim.lr_warmup_steps,
+        optim.lr_warmup_steps_ratio,
         optim.lr_scheduler,
         optim.min_lr_ratio,
     )

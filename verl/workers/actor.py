@@ -158,8 +158,8 @@ class _MiniBatchStats:
 class DataParallelPPOActor:
     """Computes log-probs/entropy and runs PPO-style updates of `module`.
 
-    mini_batch_size: samples per rank per optimizer step (the worker derives it from the global
-    actor.ppo_mini_batch_size). log_prob_micro_batch_size: samples per forward in compute_log_prob.
+    mini_batch_size: samples per rank per optimizer step (default: the config's derived
+    mini_batch_samples_per_rank). log_prob_micro_batch_size: samples per forward in compute_log_prob.
     optimizer: None for a frozen model (the reference), which then only computes log-probs.
     """
 
@@ -178,7 +178,7 @@ class DataParallelPPOActor:
         self.config = config
         self.module = module
         self.optimizer = optimizer
-        self.mini_batch_size = mini_batch_size or config.ppo_mini_batch_size
+        self.mini_batch_size = mini_batch_size or config.mini_batch_samples_per_rank
         self.log_prob_micro_batch_size = log_prob_micro_batch_size
         self.remove_padding = remove_padding
         # Where forwards run. Not the parameters' device: with FSDP2 CPU offload they rest in CPU memory

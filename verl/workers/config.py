@@ -1,22 +1,23 @@
-"""Typed configs of the actor/rollout/reference worker, with field names that mirror verl's Hydra keys
-(`actor_rollout_ref.model.*`, `.actor.*`, `.ref.*`, `.rollout.*`), so a trainer can build them from YAML
-with `ActorRolloutRefConfig.from_dict(cfg)`. Every check runs in __post_init__ and names the full key.
+"""Typed configs of the actor/rollout/reference worker and of the critic worker, with field names that are
+verl's Hydra keys (`actor_rollout_ref.model.*`, `.actor.*`, `.ref.*`, `.rollout.*`, `critic.*`). The trainer
+builds them once from the YAML (verl/trainer/config.py) and the workers receive them as they are. Every check
+runs in __post_init__ and names the full key.
 
-Batch-size units (they differ from verl's YAML, where ppo_mini_batch_size counts prompts):
-* `actor.ppo_mini_batch_size` counts *samples*, i.e. trajectories after each prompt was repeated
-  `rollout.n` times, summed over all data-parallel ranks (the worker divides it by the world size);
+Batch-size units, as in verl's YAML, with the quantities the workers use as named, derived fields:
+* `ppo_mini_batch_size` counts *prompts* per optimizer step, over all ranks;
+* `mini_batch_samples` (derived) = ppo_mini_batch_size x rollout.n: trajectories per optimizer step, all ranks;
+* `mini_batch_samples_per_rank` (derived) = mini_batch_samples / data-parallel world size;
 * every `*_micro_batch_size_per_gpu` counts samples on one rank per forward/backward.
-The critic's config (`critic.*`, `CriticConfig.from_dict`) follows the same rules.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar
 
 from verl.algorithms.kl import KL_PENALTIES
 from verl.algorithms.masked_ops import LOSS_AGG_MODES
+from verl.utils.config import build, derived, require
 from verl.utils.fsdp import DTYPES
 from verl.utils.optim import LR_SCHEDULERS
 
@@ -40,8 +41,9 @@ def _dtype(key: str, value: str | None) -> None:
 class OptimConfig:
     """actor.optim: AdamW and the warmup + constant/cosine schedule (verl/utils/optim.py).
 
-    warmup_steps >= 0 overrides warmup_steps_ratio; total_training_steps is filled in by the trainer.
-    KEY is the config key that errors name (the critic's subclass says critic.optim)."""
+    lr_warmup_steps >= 0 overrides lr_warmup_steps_ratio. total_training_steps is derived: the trainer's step
+    count, set when the trainer config is built. KEY is the config key that errors name (the critic's subclass
+    says critic.optim)."""
 
     KEY: ClassVar[str] = "actor.optim"
 
@@ -49,11 +51,11 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     eps: float = 1e-8
-    warmup_steps: int = -1
-    warmup_steps_ratio: float = 0.0
+    lr_warmup_steps: int = -1
+    lr_warmup_steps_ratio: float = 0.0
     lr_scheduler: str = "constant"
     min_lr_ratio: float = 0.0
-    total_training_steps: int = -1
+    total_training_steps: int = derived(-1, "trainer.total_training_steps")
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -63,8 +65,10 @@ class OptimConfig:
             raise ValueError(f"{key}.betas must be two numbers in [0, 1), got {self.betas}")
         _non_negative(f"{key}.weight_decay", self.weight_decay)
         _positive(f"{key}.eps", self.eps)
-        if not 0.0 <= self.warmup_steps_ratio <= 1.0:
-            raise ValueError(f"{key}.warmup_steps_ratio must be in [0, 1], got {self.warmup_steps_ratio}")
+        if not 0.0 <= self.lr_warmup_steps_ratio <= 1.0:
+            raise ValueError(
+                f"{key}.lr_warmup_steps_ratio must be in [0, 1], got {self.lr_warmup_steps_ratio}"
+            )
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(
                 f"{key}.lr_scheduler: unknown {self.lr_scheduler!r}; valid: {', '.join(LR_SCHEDULERS)}"
@@ -121,6 +125,8 @@ class ActorConfig:
     grad_clip: float = 1.0
     optim: OptimConfig = field(default_factory=OptimConfig)
     fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
+    mini_batch_samples: int = derived(0, "ppo_mini_batch_size x rollout.n: trajectories per optimizer step")
+    mini_batch_samples_per_rank: int = derived(0, "mini_batch_samples / data-parallel ranks")
 
     def __post_init__(self):
         _positive("actor.ppo_mini_batch_size", self.ppo_mini_batch_size)
@@ -155,6 +161,22 @@ class RefConfig:
 
 
 @dataclass
+class ValKwargsConfig:
+    """rollout.val_kwargs: validation decoding (greedy by default: temperature 0)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+
+    def __post_init__(self):
+        _non_negative("rollout.val_kwargs.temperature", self.temperature)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"rollout.val_kwargs.top_p must be in (0, 1], got {self.top_p}")
+        if self.n != 1:
+            raise ValueError(f"rollout.val_kwargs.n must be 1, got {self.n}")
+
+
+@dataclass
 class RolloutConfig:
     """actor_rollout_ref.rollout: the generation backend (`name`, a registered RolloutEngine) and defaults.
 
@@ -178,6 +200,7 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.5
     max_model_len: int | None = None
     enforce_eager: bool = True
+    val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
 
     def __post_init__(self):
         _non_negative("rollout.temperature", self.temperature)
@@ -213,28 +236,30 @@ class ActorRolloutRefConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ActorRolloutRefConfig:
-        """Build from a plain nested dict (e.g. OmegaConf.to_container of `actor_rollout_ref`); an unknown key
-        raises with its full name."""
-        return _build(cls, data, "actor_rollout_ref")
+    def from_dict(
+        cls, data: dict[str, Any], world_size: int = 1, total_training_steps: int = -1
+    ) -> ActorRolloutRefConfig:
+        """Build from a plain nested dict (the trainer config's `actor_rollout_ref`) and fill the derived
+        fields for `world_size` data-parallel ranks and a run of `total_training_steps` steps. An unknown key
+        raises ConfigError with its full name and the closest known ones."""
+        config = build(cls, data, "actor_rollout_ref")
+        actor = config.actor
+        actor.optim.total_training_steps = total_training_steps
+        actor.mini_batch_samples = actor.ppo_mini_batch_size * config.rollout.n
+        actor.mini_batch_samples_per_rank = _per_rank(
+            actor.mini_batch_samples, world_size, "actor_rollout_ref.actor.ppo_mini_batch_size"
+        )
+        return config
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"{prefix} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown config key(s): {', '.join(f'{prefix}.{k}' for k in unknown)}")
-    # A nested section's class is its field's annotation, so `model` is ModelConfig under actor_rollout_ref
-    # and CriticModelConfig under critic.
-    hints = get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        sub = hints.get(key)
-        is_dataclass_field = sub is not None and dataclasses.is_dataclass(sub) and isinstance(value, dict)
-        kwargs[key] = _build(sub, value, f"{prefix}.{key}") if is_dataclass_field else value
-    return cls(**kwargs)
+def _per_rank(samples: int, world_size: int, key: str) -> int:
+    require(world_size > 0, f"the data-parallel world size must be > 0, got {world_size}")
+    require(
+        samples % world_size == 0,
+        f"{key} * rollout.n ({samples} samples) must be divisible by the number of ranks "
+        f"(trainer.nnodes * trainer.n_gpus_per_node = {world_size})",
+    )
+    return samples // world_size
 
 
 @dataclass
@@ -266,10 +291,8 @@ class CriticModelConfig:
 
 @dataclass
 class CriticConfig:
-    """critic: the PPO value model and its update (see verl/workers/critic.py).
-
-    ppo_mini_batch_size counts samples over all ranks, like the actor's (the YAML counts prompts and the
-    trainer multiplies by rollout.n)."""
+    """critic: the PPO value model and its update (see verl/workers/critic.py). ppo_mini_batch_size counts
+    prompts, like the actor's; the derived mini_batch_samples(_per_rank) count trajectories."""
 
     model: CriticModelConfig
     optim: CriticOptimConfig = field(default_factory=CriticOptimConfig)
@@ -280,6 +303,8 @@ class CriticConfig:
     cliprange_value: float = 0.5
     loss_agg_mode: str = "token-mean"
     grad_clip: float = 1.0
+    mini_batch_samples: int = derived(0, "ppo_mini_batch_size x rollout.n: trajectories per optimizer step")
+    mini_batch_samples_per_rank: int = derived(0, "mini_batch_samples / data-parallel ranks")
 
     def __post_init__(self):
         _positive("critic.ppo_mini_batch_size", self.ppo_mini_batch_size)
@@ -294,6 +319,16 @@ class CriticConfig:
         _positive("critic.grad_clip", self.grad_clip)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CriticConfig:
-        """Build from a plain nested dict (the `critic` section); an unknown key raises with its full name."""
-        return _build(cls, data, "critic")
+    def from_dict(
+        cls, data: dict[str, Any], rollout_n: int = 1, world_size: int = 1, total_training_steps: int = -1
+    ) -> CriticConfig:
+        """Build from a plain nested dict (the `critic` section) and fill the derived fields: trajectories per
+        optimizer step for `rollout_n` samples per prompt over `world_size` ranks, the schedule's length.
+        An unknown key raises ConfigError with its full name and the closest known ones."""
+        config = build(cls, data, "critic")
+        config.optim.total_training_steps = total_training_steps
+        config.mini_batch_samples = config.ppo_mini_batch_size * rollout_n
+        config.mini_batch_samples_per_rank = _per_rank(
+            config.mini_batch_samples, world_size, "critic.ppo_mini_batch_size"
+        )
+        return config

@@ -83,8 +83,8 @@ def load_value_model(path: str, dtype: str = "float32") -> nn.Module:
 class DataParallelPPOCritic:
     """Computes values [B, R] of responses and runs PPO value updates of `module` (FSDP2-sharded or not).
 
-    mini_batch_size: samples per rank per optimizer step (the worker derives it from the global
-    critic.ppo_mini_batch_size). optimizer: None for a critic that only computes values."""
+    mini_batch_size: samples per rank per optimizer step (default: the config's derived
+    mini_batch_samples_per_rank). optimizer: None for a critic that only computes values."""
 
     def __init__(
         self,
@@ -97,7 +97,7 @@ class DataParallelPPOCritic:
         self.config = config
         self.module = module
         self.optimizer = optimizer
-        self.mini_batch_size = mini_batch_size or config.ppo_mini_batch_size
+        self.mini_batch_size = mini_batch_size or config.mini_batch_samples_per_rank
         # Where forwards run; with FSDP2 CPU offload the parameters rest in CPU memory (see the actor).
         self.device = device if device is not None else next(module.parameters()).device
 

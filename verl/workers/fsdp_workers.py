@@ -49,7 +49,7 @@ from verl.utils.fsdp import (
 from verl.utils.optim import build_optimizer
 from verl.utils.seed import load_rng_state, save_rng_state
 from verl.workers.actor import DataParallelPPOActor
-from verl.workers.config import ActorRolloutRefConfig, CriticConfig, FSDPConfig
+from verl.workers.config import ActorConfig, ActorRolloutRefConfig, CriticConfig, FSDPConfig
 from verl.workers.critic import DataParallelPPOCritic, load_value_model
 from verl.workers.rollout import RolloutSamplingParams, get_rollout_class
 
@@ -59,15 +59,13 @@ ROLES = ("actor", "rollout", "actor_rollout", "actor_rollout_ref", "ref")
 
 
 class ActorRolloutRefWorker:
-    """config: an ActorRolloutRefConfig or its dict form (`actor_rollout_ref` of the trainer config).
-    role: which of actor / rollout / reference this process hosts (see ROLES)."""
+    """config: the typed `actor_rollout_ref` section (ActorRolloutRefConfig.from_dict, derived fields filled
+    for this group's world size). role: which of actor / rollout / reference this process hosts (ROLES)."""
 
-    def __init__(self, config: ActorRolloutRefConfig | dict, role: str):
+    def __init__(self, config: ActorRolloutRefConfig, role: str):
         if role not in ROLES:
             raise ValueError(f"ActorRolloutRefWorker: unknown role {role!r}; valid: {', '.join(ROLES)}")
-        self.config = (
-            config if isinstance(config, ActorRolloutRefConfig) else ActorRolloutRefConfig.from_dict(config)
-        )
+        self.config = config
         self.role = role
         self.has_actor = role in ("actor", "actor_rollout", "actor_rollout_ref")
         self.has_rollout = role in ("rollout", "actor_rollout", "actor_rollout_ref")
@@ -106,18 +104,14 @@ class ActorRolloutRefWorker:
             )
         if self.has_actor:
             actor_config = self.config.actor
-            if actor_config.ppo_mini_batch_size % self.world_size:
-                raise ValueError(
-                    f"actor.ppo_mini_batch_size={actor_config.ppo_mini_batch_size} (samples) is not "
-                    f"divisible by the {self.world_size} data-parallel ranks"
-                )
+            _check_split("actor_rollout_ref.actor", actor_config, self.world_size)
             module = self._load_sharded(actor_config.fsdp_config, trainable=True)
             self.optimizer, self.lr_scheduler = build_optimizer(module.parameters(), actor_config.optim)
             self.actor = DataParallelPPOActor(
                 actor_config,
                 module,
                 self.optimizer,
-                mini_batch_size=actor_config.ppo_mini_batch_size // self.world_size,
+                mini_batch_size=actor_config.mini_batch_samples_per_rank,
                 log_prob_micro_batch_size=self.config.rollout.log_prob_micro_batch_size_per_gpu,
                 remove_padding=model_config.use_remove_padding,
                 device=self.device,
@@ -365,19 +359,28 @@ def _mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, values.tolist(), strict=True))
 
 
+def _check_split(key: str, config: ActorConfig | CriticConfig, world_size: int) -> None:
+    """The config's per-rank mini-batch was derived for this group's world size (from_dict(world_size=...))."""
+    if config.mini_batch_samples_per_rank * world_size != config.mini_batch_samples:
+        raise ValueError(
+            f"{key}: mini_batch_samples_per_rank={config.mini_batch_samples_per_rank} was derived for another "
+            f"world size than this group's {world_size} ranks (mini_batch_samples={config.mini_batch_samples})"
+        )
+
+
 class CriticWorker:
     """The PPO critic on FSDP2: a value model (verl/workers/critic.py) with its own AdamW and lr schedule.
     One instance runs per rank, like ActorRolloutRefWorker, in its own worker group.
 
-    config: a CriticConfig or its dict form (the trainer's `critic` section with ppo_mini_batch_size counted
-    in samples and model.path filled in, see CriticConfig).
+    config: the typed `critic` section (CriticConfig.from_dict, derived fields filled for this group's world
+    size, model.path filled in).
 
     Checkpoint: `save_checkpoint(local_dir, step)` writes local_dir/critic/ (huggingface/ that
     AutoModelForTokenClassification reloads, dist/ shards, lr_scheduler.json) into the caller's staging folder
     local_dir, beside the actor's part."""
 
-    def __init__(self, config: CriticConfig | dict):
-        self.config = config if isinstance(config, CriticConfig) else CriticConfig.from_dict(config)
+    def __init__(self, config: CriticConfig):
+        self.config = config
         self.critic: DataParallelPPOCritic | None = None
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
@@ -389,11 +392,7 @@ class CriticWorker:
         self.rank, self.world_size = init_distributed()
         self.device = local_device()
         config = self.config
-        if config.ppo_mini_batch_size % self.world_size:
-            raise ValueError(
-                f"critic.ppo_mini_batch_size={config.ppo_mini_batch_size} (samples) is not divisible by the "
-                f"{self.world_size} data-parallel ranks"
-            )
+        _check_split("critic", config, self.world_size)
         model_config = config.model
         self.tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer_path or model_config.path)
         module = shard_on_device(
@@ -408,7 +407,7 @@ class CriticWorker:
             config,
             module,
             self.optimizer,
-            mini_batch_size=config.ppo_mini_batch_size // self.world_size,
+            mini_batch_size=config.mini_batch_samples_per_rank,
             device=self.device,
         )
 

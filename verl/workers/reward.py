@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,6 +45,16 @@ def policy_texts(data: DataProto, tokenizer) -> list[str]:
     return [decode_tokens(tokenizer, row[m].tolist()) for row, m in zip(responses, mask, strict=True)]
 
 
+@dataclass
+class RewardConfig:
+    """reward: the domain's scoring functions as import paths (the engine never imports the domain):
+    score_fn(response_text, ground_truth, metric=...) -> float and metrics_fn(response_text, golden) -> dict."""
+
+    score_fn: str = "zerosearch.reward.compute_score"
+    metric: str = "f1"
+    metrics_fn: str | None = "zerosearch.reward.answer_metrics"
+
+
 class RewardManager:
     """score_fn(response_text, ground_truth, metric=...) -> float; metrics_fn(response_text, golden) -> dict."""
 
@@ -55,13 +65,12 @@ class RewardManager:
         self.metrics_fn = metrics_fn
 
     @classmethod
-    def from_config(cls, tokenizer, config: dict[str, Any]) -> RewardManager:
-        metrics_fn = config.get("metrics_fn")
+    def from_config(cls, tokenizer, config: RewardConfig) -> RewardManager:
         return cls(
             tokenizer,
-            import_callable(config["score_fn"]),
-            config["metric"],
-            import_callable(metrics_fn) if metrics_fn else None,
+            import_callable(config.score_fn),
+            config.metric,
+            import_callable(config.metrics_fn) if config.metrics_fn else None,
         )
 
     def __call__(self, data: DataProto) -> tuple[torch.Tensor, list[str]]:

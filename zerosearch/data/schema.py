@@ -1,4 +1,4 @@
-"""The question-dataset format (DESIGN section 3): parquet, one row per question.
+"""The question-dataset format (docs/design.md §3): parquet, one row per question.
 
 Columns, compatible with the public ZeroSearch / Search-R1 files:
 

@@ -1,6 +1,6 @@
 """A Wikipedia (or any corpus) retriever behind Search-R1's HTTP API, e.g. zerosearch.retrieval.server.
 
-Two forms of the API (DESIGN section 3):
+Two forms of the API (docs/design.md §3):
 - "batch" (default): `POST {url}/retrieve {"queries": [...], "topk": k, "return_scores": bool}` ->
   `{"result": [[{"document": {"contents": ...}, "score": s}, ...], ...]}`; one call carries a whole chunk of
   `batch_size` queries (requests are grouped by topk first).

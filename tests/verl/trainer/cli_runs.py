@@ -75,7 +75,7 @@ def trainer_command(dataset: Path, model: Path, sim_url: str, run_dir: Path, ste
         "trainer.test_freq=0",
         "trainer.save_freq=0",
         "trainer.val_before_train=false",
-        "trainer.ray_num_cpus=2",
+        "ray_init.num_cpus=2",
         "trainer.sample_table_freq=1",
         f"trainer.default_local_dir={run_dir}",
         *extra,

@@ -18,8 +18,9 @@ from tests.verl.trainer.cli_runs import (
     valid_overrides,
     write_toy_dataset,
 )
-from verl.trainer.config import ConfigError, critic_worker_config, needs_critic, validate_config
+from verl.trainer.config import PPOTrainerConfig
 from verl.trainer.main_ppo import CONFIG_DIR, run
+from verl.utils.config import ConfigError
 from zerosearch.utils.serving import ServerProcess, find_free_port
 
 
@@ -34,8 +35,11 @@ def _config(overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def test_default_overrides_validate(dataset, tiny_model_dir):
-    validate_config(_config(valid_overrides(dataset, tiny_model_dir)))
+def test_default_overrides_build_the_typed_config(dataset, tiny_model_dir):
+    cfg = PPOTrainerConfig.from_dict(_config(valid_overrides(dataset, tiny_model_dir)))
+    assert cfg.trainer.world_size == 2 and cfg.critic is None and cfg.needs_reference
+    assert cfg.actor_rollout_ref.rollout.prompt_length == cfg.data.max_prompt_length == 4096
+    assert set(cfg.domain) == {"search", "val_search", "curriculum"}
 
 
 @pytest.mark.parametrize(
@@ -45,7 +49,6 @@ def test_default_overrides_validate(dataset, tiny_model_dir):
         ("actor_rollout_ref.actor.ppo_mini_batch_size=3", "ppo_mini_batch_size"),
         ("trainer.n_gpus_per_node=3", "number of ranks"),
         ("algorithm.adv_estimator=magic", "algorithm.adv_estimator"),
-        ("curriculum.end=1.5", "curriculum.end"),
         ("trainer.logger=[console,carrier_pigeon]", "trainer.logger"),
         ("actor_rollout_ref.actor.loss_agg_mode=sum", "actor.loss_agg_mode"),
         ("data.overlong_prompts=ignore", "data.overlong_prompts"),
@@ -56,7 +59,7 @@ def test_default_overrides_validate(dataset, tiny_model_dir):
 def test_bad_config_names_the_key(dataset, tiny_model_dir, override, key):
     cfg = _config([*valid_overrides(dataset, tiny_model_dir), override])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
-        validate_config(cfg)
+        PPOTrainerConfig.from_dict(cfg)
 
 
 @pytest.mark.parametrize(
@@ -72,24 +75,34 @@ def test_bad_config_names_the_key(dataset, tiny_model_dir, override, key):
 def test_bad_critic_config_names_the_key_when_the_estimator_needs_one(dataset, tiny_model_dir, override, key):
     cfg = _config([*valid_overrides(dataset, tiny_model_dir), "algorithm=ppo", override])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate_config(cfg)
+        PPOTrainerConfig.from_dict(cfg)
     # GRPO builds no critic, so its section is not checked
-    validate_config(_config([*valid_overrides(dataset, tiny_model_dir), override]))
+    PPOTrainerConfig.from_dict(_config([*valid_overrides(dataset, tiny_model_dir), override]))
 
 
 def test_the_critic_defaults_to_the_actor_model_and_counts_samples(dataset, tiny_model_dir):
-    cfg = _config([*valid_overrides(dataset, tiny_model_dir), "algorithm=ppo"])
-    assert needs_critic(cfg) and not needs_critic(_config(valid_overrides(dataset, tiny_model_dir)))
-    critic = critic_worker_config(cfg)
-    assert critic["model"]["path"] == str(tiny_model_dir)
-    assert critic["ppo_mini_batch_size"] == 4 * 2  # 4 prompts x rollout.n 2
-    assert critic["optim"]["total_training_steps"] == cfg["trainer"]["total_training_steps"]
+    cfg = PPOTrainerConfig.from_dict(_config([*valid_overrides(dataset, tiny_model_dir), "algorithm=ppo"]))
+    assert cfg.needs_critic and cfg.needs_reference  # PPO puts the KL in the reward
+    critic = cfg.critic
+    assert critic.model.path == str(tiny_model_dir)
+    assert critic.ppo_mini_batch_size == 4 and critic.mini_batch_samples == 4 * 2  # 4 prompts x rollout.n 2
+    assert critic.mini_batch_samples_per_rank == 4  # over 2 ranks
+    assert critic.optim.total_training_steps == cfg.trainer.total_training_steps
 
 
-def test_unknown_search_backend_fails_before_any_worker_starts(dataset, tiny_model_dir):
-    cfg = _config([*valid_overrides(dataset, tiny_model_dir), "search.name=bing"])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("search.name=bing", "unknown search backend 'bing'"),
+        ("curriculum.end=1.5", r"curriculum\.end must be a probability"),
+        ("+curriculum.ned=0.5", r"unknown config key curriculum\.ned \(did you mean curriculum\.end\?\)"),
+    ],
+)
+def test_the_domain_sections_fail_before_any_worker_starts(dataset, tiny_model_dir, override, message):
+    cfg = _config([*valid_overrides(dataset, tiny_model_dir), override])
+    PPOTrainerConfig.from_dict(cfg)  # the engine does not read the domain's sections: the agent does
     ray_was_running = ray.is_initialized()  # other test modules may share a session cluster
-    with pytest.raises(ConfigError, match="unknown search backend 'bing'"):
+    with pytest.raises(ConfigError, match=message):
         run(cfg)
     assert ray.is_initialized() == ray_was_running
 
@@ -231,3 +244,29 @@ def test_three_grpo_steps_with_vllm_rollouts(dataset, tiny_model_dir, tmp_path, 
     assert (
         run_dir / "checkpoints" / "global_step_3" / "actor" / "huggingface" / "model.safetensors"
     ).is_file()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "verl.trainer.main_ppo", *args],
+        env=trainer_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_toyworld_preset_composes_from_the_command_line():
+    proc = _cli("preset=toyworld", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr
+    assert "train_files: ${toyworld.assets}/train_rl.parquet" in proc.stdout
+
+
+def test_a_misspelt_key_on_the_command_line_is_refused_with_a_suggestion():
+    proc = _cli("trainer.totl_training_steps=3")
+    assert proc.returncode == 2
+    assert "unknown config key trainer.totl_training_steps (did you mean trainer.total_training_steps?)" in (
+        proc.stderr
+    )

@@ -199,7 +199,7 @@ def test_memorises_pairs_and_the_saved_model_reloads_and_generates(tiny_model_di
     config = {
         "model": {"path": str(tiny_model_dir)},
         "data": {"train_files": str(_pairs_file(tmp_path, PAIRS)), "train_batch_size": 4},
-        "optim": {"lr": 5e-3, "warmup_steps": 2, "lr_scheduler": "constant"},
+        "optim": {"lr": 5e-3, "lr_warmup_steps": 2, "lr_scheduler": "constant"},
         "trainer": {
             "total_training_steps": 40,
             "default_local_dir": str(ckpt),

@@ -16,6 +16,7 @@ import torch
 
 from verl.protocol import DataProto
 from verl.utils.fsdp import full_state_dict_rank0
+from verl.workers.config import CriticConfig
 from verl.workers.fsdp_workers import CriticWorker
 
 
@@ -26,6 +27,9 @@ def add_returns(batch: DataProto, seed: int) -> DataProto:
     return batch
 
 
+STEPS = 10  # the lr schedule's length
+
+
 def config(model_dir: str) -> dict:
     """12 samples over 2 ranks = 6 each, micro-batches of 4: uneven (4 + 2) on every rank."""
     return {
@@ -34,7 +38,7 @@ def config(model_dir: str) -> dict:
         "ppo_micro_batch_size_per_gpu": 4,
         "forward_micro_batch_size_per_gpu": 5,
         "cliprange_value": 0.2,
-        "optim": {"lr": 1e-3, "total_training_steps": 10, "warmup_steps": 2, "lr_scheduler": "cosine"},
+        "optim": {"lr": 1e-3, "lr_warmup_steps": 2, "lr_scheduler": "cosine"},
     }
 
 
@@ -43,7 +47,9 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     # this module by path only for add_returns and config.
     from dist_scenarios import gather, make_batch
 
-    worker = CriticWorker(config(model_dir))
+    worker = CriticWorker(
+        CriticConfig.from_dict(config(model_dir), world_size=world, total_training_steps=STEPS)
+    )
     worker.init_model()
     batch = add_returns(make_batch(len(worker.tokenizer), seed=0), seed=0)
     chunk = batch.chunk(world)[rank]
@@ -56,7 +62,9 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
 
     ckpt = out / "global_step_1"
     path = worker.save_checkpoint(str(ckpt), 1)
-    resumed = CriticWorker(config(model_dir))
+    resumed = CriticWorker(
+        CriticConfig.from_dict(config(model_dir), world_size=world, total_training_steps=STEPS)
+    )
     resumed.init_model()
     critic_state = resumed.load_checkpoint(str(ckpt))
     values_resumed = resumed.compute_values(chunk).batch["values"]

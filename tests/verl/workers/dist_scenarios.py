@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from verl.protocol import DataProto
 from verl.utils.fsdp import full_state_dict_rank0, init_distributed
+from verl.workers.config import ActorRolloutRefConfig
 from verl.workers.fsdp_workers import ActorRolloutRefWorker
 
 PROMPT_LEN, RESPONSE_LEN, BATCH = 6, 8, 12
@@ -54,6 +55,9 @@ def make_batch(vocab_size: int, seed: int) -> DataProto:
     )
 
 
+STEPS = 10  # the lr schedule's length
+
+
 def config(model_dir: str) -> dict:
     return {
         "model": {"path": model_dir},
@@ -63,11 +67,15 @@ def config(model_dir: str) -> dict:
             "use_kl_loss": True,
             "kl_loss_coef": 0.1,
             "entropy_coeff": 0.01,
-            "optim": {"lr": 1e-3, "total_training_steps": 10, "warmup_steps": 2, "lr_scheduler": "cosine"},
+            "optim": {"lr": 1e-3, "lr_warmup_steps": 2, "lr_scheduler": "cosine"},
         },
         "ref": {"log_prob_micro_batch_size_per_gpu": 4},
         "rollout": {"name": "hf", "log_prob_micro_batch_size_per_gpu": 5},
     }
+
+
+def _built(model_dir: str, world: int) -> ActorRolloutRefConfig:
+    return ActorRolloutRefConfig.from_dict(config(model_dir), world_size=world, total_training_steps=STEPS)
 
 
 def gather(obj):
@@ -94,7 +102,7 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     """One training step (checked against a single process by the test), generation with the synced
     rollout, a checkpoint, a second step, then a fresh worker that resumes from the checkpoint and repeats
     the second step."""
-    worker = ActorRolloutRefWorker(config(model_dir), role="actor_rollout_ref")
+    worker = ActorRolloutRefWorker(_built(model_dir, world), role="actor_rollout_ref")
     worker.init_model()
     vocab = len(worker.tokenizer)
     batch = make_batch(vocab, seed=0)
@@ -115,7 +123,7 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     _, _, metrics_a = train_step(worker, second, rank, world)
     weights_a = full_state_dict_rank0(worker.actor.module)
 
-    resumed = ActorRolloutRefWorker(config(model_dir), role="actor_rollout_ref")
+    resumed = ActorRolloutRefWorker(_built(model_dir, world), role="actor_rollout_ref")
     resumed.init_model()
     trainer_state = resumed.load_checkpoint(str(ckpt))
     draw_after_load = torch.rand(4)

@@ -21,7 +21,9 @@ def _critic(model_dir, lr=1e-3, **config) -> DataParallelPPOCritic:
         forward_micro_batch_size_per_gpu=5,
         **config,
     )
-    return DataParallelPPOCritic(critic_config, model, build_adamw(model.parameters(), lr))
+    return DataParallelPPOCritic(
+        critic_config, model, build_adamw(model.parameters(), lr), mini_batch_size=12
+    )
 
 
 def _data(scenarios, critic) -> DataProto:
@@ -115,14 +117,14 @@ def test_from_dict_builds_the_critic_config():
     config = CriticConfig.from_dict(
         {
             "model": {"path": "/models/policy", "fsdp_config": {"param_dtype": "bf16"}},
-            "optim": {"warmup_steps_ratio": 0.1, "betas": [0.9, 0.95]},
+            "optim": {"lr_warmup_steps_ratio": 0.1, "betas": [0.9, 0.95]},
             "ppo_mini_batch_size": 320,
             "cliprange_value": 0.5,
         }
     )
     assert config.model.fsdp_config.param_dtype == "bf16"
     assert config.optim.lr == 1e-5 and config.optim.betas == (0.9, 0.95)
-    assert config.optim.warmup_steps_ratio == 0.1 and config.ppo_mini_batch_size == 320
+    assert config.optim.lr_warmup_steps_ratio == 0.1 and config.ppo_mini_batch_size == 320
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,10 @@ def test_from_dict_builds_the_critic_config():
         ({"model": {"path": ""}}, "critic.model.path"),
         ({"model": {"path": "m", "dtype": "int8"}}, "critic.model.dtype"),
         ({"model": {"path": "m"}, "optim": {"lr": 0}}, "critic.optim.lr"),
-        ({"model": {"path": "m"}, "optim": {"warmup_steps_ratio": 2}}, "critic.optim.warmup_steps_ratio"),
+        (
+            {"model": {"path": "m"}, "optim": {"lr_warmup_steps_ratio": 2}},
+            "critic.optim.lr_warmup_steps_ratio",
+        ),
         ({"model": {"path": "m"}, "optim": {"learning_rate": 1}}, "critic.optim.learning_rate"),
         ({"model": {"path": "m"}, "cliprange_value": -0.1}, "critic.cliprange_value"),
         ({"model": {"path": "m"}, "loss_agg_mode": "sum"}, "critic.loss_agg_mode"),

@@ -37,15 +37,17 @@ def two_ranks(scenario_runner, tiny_model_dir, tmp_path_factory):
 
 def _single_process_step(critic_scenarios, scenarios, model_dir):
     """The same step on one plain value model: no process group, no FSDP, micro-batches 4/4/4."""
-    config = CriticConfig.from_dict(critic_scenarios.config(str(model_dir)))
+    config = CriticConfig.from_dict(
+        critic_scenarios.config(str(model_dir)), total_training_steps=critic_scenarios.STEPS
+    )
     model = load_value_model(str(model_dir))
     optim = config.optim
     optimizer = build_adamw(model.parameters(), optim.lr, optim.betas, optim.weight_decay, optim.eps)
     scheduler = build_lr_scheduler(
         optimizer,
         optim.total_training_steps,
-        optim.warmup_steps,
-        optim.warmup_steps_ratio,
+        optim.lr_warmup_steps,
+        optim.lr_warmup_steps_ratio,
         optim.lr_scheduler,
         optim.min_lr_ratio,
     )

@@ -46,15 +46,17 @@ def _response_log_probs(model, batch, temperature):
 
 def _single_process_step(scenarios, model_dir):
     """The same step as the 2-rank run on one plain model: no process group, no FSDP, micro-batches 4/4/4."""
-    config = ActorRolloutRefConfig.from_dict(scenarios.config(str(model_dir)))
+    config = ActorRolloutRefConfig.from_dict(
+        scenarios.config(str(model_dir)), total_training_steps=scenarios.STEPS
+    )
     model = _load(model_dir)
     optim = config.actor.optim
     optimizer = build_adamw(model.parameters(), optim.lr, optim.betas, optim.weight_decay, optim.eps)
     scheduler = build_lr_scheduler(
         optimizer,
         optim.total_training_steps,
-        optim.warmup_steps,
-        optim.warmup_steps_ratio,
+        optim.lr_warmup_steps,
+        optim.lr_warmup_steps_ratio,
         optim.lr_scheduler,
         optim.min_lr_ratio,
     )

@@ -17,11 +17,12 @@ import torch.distributed as dist  # noqa: E402
 
 from verl.protocol import DataProto  # noqa: E402
 from verl.utils.fsdp import iter_full_weights  # noqa: E402
+from verl.workers.config import ActorRolloutRefConfig  # noqa: E402
 from verl.workers.fsdp_workers import ActorRolloutRefWorker  # noqa: E402
 from verl.workers.rollout.hf import HFRollout  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_scenarios import config, gather, make_batch, run_on_this_rank, train_step  # noqa: E402
+from dist_scenarios import STEPS, config, gather, make_batch, run_on_this_rank, train_step  # noqa: E402
 
 PROMPTS = [[5, 9, 14, 3], [7, 7, 20], [11, 4, 30, 8, 2], [6, 12]]
 GREEDY = {"n": 1, "temperature": 0.0, "max_tokens": 6, "logprobs": True}
@@ -58,7 +59,8 @@ def _reference(worker: ActorRolloutRefWorker, model_dir: str, rank: int, world: 
 def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
     cfg = config(model_dir)
     cfg["rollout"] = {"name": "vllm", "log_prob_micro_batch_size_per_gpu": 5, "max_model_len": 256}
-    worker = ActorRolloutRefWorker(cfg, role="actor_rollout")
+    built = ActorRolloutRefConfig.from_dict(cfg, world_size=world, total_training_steps=STEPS)
+    worker = ActorRolloutRefWorker(built, role="actor_rollout")
     worker.init_model()
     vocab = len(worker.tokenizer)
     results = {}
