@@ -26,6 +26,7 @@ import httpx
 
 from llm_agent.search import SearchRequest
 from zerosearch.search import SimulateConfig, SimulateSFTBackend
+from zerosearch.search.simulate import row_context
 from zerosearch.templates import simulation_messages
 from zerosearch.utils.serving import ServerProcess, find_free_port
 
@@ -84,7 +85,10 @@ def serve(host: str, port: int) -> None:
 
 
 def requests() -> list[SearchRequest]:
-    return [SearchRequest(f"query {i}", f"question {i}?", (f"answer {i}",)) for i in range(N_REQUESTS)]
+    return [
+        SearchRequest(f"query {i}", row_context(f"question {i}?", (f"answer {i}",)))
+        for i in range(N_REQUESTS)
+    ]
 
 
 def time_ours(backend: SimulateSFTBackend, batch: list[SearchRequest]) -> float:
@@ -99,7 +103,10 @@ def time_reference(
     pool: ThreadPoolExecutor, client: httpx.Client, url: str, batch: list[SearchRequest]
 ) -> float:
     def one(req: SearchRequest) -> str:
-        messages = simulation_messages(req.query, req.question, list(req.golden_answers), useful=True)
+        context = req.context
+        messages = simulation_messages(
+            req.query, context["question"], list(context["golden_answers"]), useful=True
+        )
         body = {"model": "m", "messages": messages, "max_tokens": 600, "temperature": 0.8, "top_p": 1.0}
         response = client.post(f"{url}/v1/chat/completions", json=body, timeout=60)
         response.raise_for_status()

@@ -7,8 +7,8 @@ every trajectory through think / search / answer turns:
    so far, stopping at `</search>`, `</answer>` or EOS, with at most `max_tokens_per_turn` new tokens.
 2. The FIRST complete action in that turn's generated text (never in earlier observations) decides:
    answer -> the trajectory is done; search -> its query goes to the search backend with this trajectory's
-   own question and golden answers and the curriculum's noise probability (all of a turn's searches in one
-   `search()` call), and the observation block is appended; anything else -> the invalid-action feedback is
+   own row context (opaque here: the domain's; all of a turn's searches in one `search()` call), and the
+   observation block is appended; anything else -> the invalid-action feedback is
    appended (or, when the generation ended with EOS, the trajectory is done: the policy chose to stop).
 3. After `max_turns` search rounds comes one final generation in which a search is not executed: a search
    there ends the trajectory unanswered.
@@ -22,8 +22,9 @@ ends the trajectory without being appended.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from llm_agent.observation import ObservationFormatter
 from llm_agent.parsing import DEFAULT_MAX_QUERY_CHARS, invalid_action_feedback, parse_action
@@ -89,13 +90,12 @@ class LLMGenerationManager:
     def run(
         self,
         prompt_token_ids: Sequence[Sequence[int]],
-        questions: Sequence[str],
-        golden_answers: Sequence[Sequence[str]],
-        noise_prob: float,
+        contexts: Sequence[Mapping[str, Any]],
         params: RolloutSamplingParams,
     ) -> AgentRolloutResult:
-        """Roll out one trajectory per prompt; `questions[i]` / `golden_answers[i]` belong to prompt i."""
-        self._check_inputs(prompt_token_ids, questions, golden_answers, noise_prob, params)
+        """Roll out one trajectory per prompt; `contexts[i]` (prompt i's row context) goes with each of its
+        searches."""
+        self._check_inputs(prompt_token_ids, contexts, params)
         trajs = [
             Trajectory(list(p), response_logprobs=[] if params.logprobs else None) for p in prompt_token_ids
         ]
@@ -112,9 +112,7 @@ class LLMGenerationManager:
             requests = [
                 SearchRequest(
                     query=query,
-                    question=questions[i],
-                    golden_answers=tuple(golden_answers[i]),
-                    noise_prob=noise_prob,
+                    context=contexts[i],
                     topk=self.config.topk,
                     seed=None if params.seed is None else derive_seed(params.seed, turn, i),
                 )
@@ -123,16 +121,13 @@ class LLMGenerationManager:
             self._execute_searches(trajs, [i for i, _ in queries], requests)
         return AgentRolloutResult(trajs)
 
-    def _check_inputs(self, prompts, questions, golden_answers, noise_prob, params) -> None:
-        if not len(prompts) == len(questions) == len(golden_answers):
+    def _check_inputs(self, prompts, contexts, params) -> None:
+        if len(prompts) != len(contexts):
             raise ValueError(
-                f"run: {len(prompts)} prompts, {len(questions)} questions and {len(golden_answers)} "
-                "golden answer lists must have the same length"
+                f"run: {len(prompts)} prompts and {len(contexts)} contexts must have the same length"
             )
         if params.n != 1:
             raise ValueError(f"run: params.n must be 1 (repeat the prompts instead), got {params.n}")
-        if not 0.0 <= noise_prob <= 1.0:
-            raise ValueError(f"run: noise_prob must be in [0, 1], got {noise_prob}")
         for i, prompt in enumerate(prompts):
             if not prompt:
                 raise ValueError(f"run: prompt {i} is empty")
@@ -141,9 +136,9 @@ class LLMGenerationManager:
                     f"run: prompt {i} has {len(prompt)} tokens, over max_prompt_length="
                     f"{self.config.max_prompt_length}"
                 )
-        for i, answers in enumerate(golden_answers):
-            if isinstance(answers, str):
-                raise TypeError(f"run: golden_answers[{i}] must be a list of strings, got a str")
+        for i, context in enumerate(contexts):
+            if not isinstance(context, Mapping):
+                raise TypeError(f"run: contexts[{i}] must be a mapping, got {type(context).__name__}")
 
     def _turn_params(self, params: RolloutSamplingParams, active: list[Trajectory], turn: int):
         """This turn's sampling: the caller's temperature/top_p/logprobs, the turn budget, the agent's stop

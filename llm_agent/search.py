@@ -1,28 +1,29 @@
-"""The search interface the agent loop speaks. Backends (ZeroSearch's simulator, Google, a retriever, ...)
-implement it elsewhere; this package never imports them.
+"""The tool interface the agent loop speaks: a search request is a query plus the row's own context.
+Backends (ZeroSearch's simulator, Google, a retriever, ...) implement it elsewhere; this package never imports
+them and never reads the context: what a backend needs from the row, and any per-step setting (ZeroSearch's
+noise probability), is the domain's business, bound into the backend it hands the agent loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class SearchRequest:
     """One search issued by one trajectory.
 
-    The question and golden answers are that trajectory's own (the simulator needs them to write useful
-    documents; the reference code once mixed them up across samples). `noise_prob` is the curriculum's
-    probability that this call returns noisy documents; real engines ignore it. `seed` makes this request's
-    random draws (noisy or useful, the simulator's sampling) reproducible whatever else is in flight, so a
-    resumed run searches exactly as an uninterrupted one; None leaves them unseeded.
+    `context` is that trajectory's row context as the domain gave it to the agent loop, passed through
+    untouched (ZeroSearch's simulator reads the row's question and golden answers from it: each request
+    carries its own row's, which the reference code once mixed up across samples). `seed` makes this
+    request's random draws reproducible whatever else is in flight, so a resumed run searches exactly as an
+    uninterrupted one; None leaves them unseeded.
     """
 
     query: str
-    question: str = ""
-    golden_answers: tuple[str, ...] = ()
-    noise_prob: float = 0.0
+    context: Mapping[str, Any] = field(default_factory=dict)
     topk: int = 5
     seed: int | None = None
 

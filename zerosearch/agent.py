@@ -2,7 +2,9 @@
 
 The trainer (verl) knows only the AgentLoop methods (`rollout`, `close`) and builds this class from the
 config's `agent._target_`; everything ZeroSearch-specific is decided here: which backend answers a search, and
-with what probability a simulated search returns noisy documents at a given training step.
+with what probability a simulated search returns noisy documents at a given training step. The generic
+multi-turn loop (llm_agent) gets the step's setting bound into the backend (`backend.bind(noise_prob)`) and
+each row's context (question, golden answers) as an opaque mapping it hands to every search of that row.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import logging
 from typing import Any
 
 from llm_agent.generation import GenerationConfig, LLMGenerationManager
-from llm_agent.search import SearchBackend
 from llm_agent.trajectory import AgentRolloutResult
 from verl.protocol import DataProto
 from verl.utils.config import ConfigError, build
 from verl.workers.rollout.base import RolloutEngine, RolloutSamplingParams
 from zerosearch.curriculum import NoiseSchedule
 from zerosearch.search import build_search_backend
+from zerosearch.search.base import BaseSearchBackend
+from zerosearch.search.simulate import row_context
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class ZeroSearchAgentLoop:
         self.schedule = _schedule(curriculum, total_training_steps)
         self.search = build_search_backend(**search)
         self.val_search = build_search_backend(**val_search) if val_search else self.search
-        self.val_search_by_source: dict[str, SearchBackend] = {}
+        self.val_search_by_source: dict[str, BaseSearchBackend] = {}
         for source, options in (val_search_by_source or {}).items():
             try:
                 backend = build_search_backend(**options) if options else self.search
@@ -97,22 +100,17 @@ class ZeroSearchAgentLoop:
         noise = 0.0 if validate else self.noise_probability(global_step)
         columns = batch.non_tensor_batch
         prompts = [list(ids) for ids in columns["prompt_token_ids"]]
-        questions = [str(q) for q in columns["question"]]
-        answers = [[str(a) for a in row] for row in columns["golden_answers"]]
+        contexts = [
+            row_context(q, a) for q, a in zip(columns["question"], columns["golden_answers"], strict=True)
+        ]
         # Rows that search the same backend roll out together; the trajectories go back in row order.
-        rows_by_backend: dict[int, tuple[SearchBackend, list[int]]] = {}
+        rows_by_backend: dict[int, tuple[BaseSearchBackend, list[int]]] = {}
         for row, backend in enumerate(self._backends(batch, validate)):
             rows_by_backend.setdefault(id(backend), (backend, []))[1].append(row)
         trajectories: list = [None] * len(prompts)
         for backend, rows in rows_by_backend.values():
-            manager = LLMGenerationManager(engine, backend, self.tokenizer, self.generation)
-            part = manager.run(
-                [prompts[r] for r in rows],
-                [questions[r] for r in rows],
-                [answers[r] for r in rows],
-                noise,
-                params,
-            )
+            manager = LLMGenerationManager(engine, backend.bind(noise), self.tokenizer, self.generation)
+            part = manager.run([prompts[r] for r in rows], [contexts[r] for r in rows], params)
             for row, trajectory in zip(rows, part.trajectories, strict=True):
                 trajectories[row] = trajectory
         result = AgentRolloutResult(trajectories)
@@ -120,7 +118,7 @@ class ZeroSearchAgentLoop:
         metrics["search/noise_prob"] = noise
         return result.to_dataproto(self.tokenizer.pad_token_id), metrics
 
-    def _backends(self, batch: DataProto, validate: bool) -> list[SearchBackend]:
+    def _backends(self, batch: DataProto, validate: bool) -> list[BaseSearchBackend]:
         """The backend each row of `batch` searches: the training one, or in validation the one its
         data_source is routed to (val_search for the sources val_search_by_source does not name)."""
         if not validate:

@@ -60,17 +60,17 @@ class ScriptedRollout(RolloutEngine):
 
 
 class RecordingBackend:
-    """A real SearchBackend implementation: documents come from `write(request)`; calls are recorded."""
+    """A real SearchBackend implementation: documents come from `write(request)`, every result is `noisy` or
+    not as told (the setting a domain binds into its backend); calls are recorded."""
 
-    def __init__(self, write):
+    def __init__(self, write, noisy: bool = False):
         self.write = write
+        self.noisy = noisy
         self.calls: list[list[SearchRequest]] = []
 
     def search(self, requests: list[SearchRequest]) -> list[SearchResult]:
         self.calls.append(list(requests))
-        return [
-            SearchResult(documents=self.write(r), noisy=r.noise_prob > 0.5, latency_s=0.01) for r in requests
-        ]
+        return [SearchResult(documents=self.write(r), noisy=self.noisy, latency_s=0.01) for r in requests]
 
     async def asearch(self, requests: list[SearchRequest]) -> list[SearchResult]:
         return self.search(requests)
@@ -80,7 +80,8 @@ class RecordingBackend:
 
 
 def echo_documents(request: SearchRequest) -> list[str]:
-    return [f"{request.query} is in {request.golden_answers[0]}.", f"About {request.question}"]
+    """Documents written from the request's row context (as a simulator would use it)."""
+    return [f"{request.query} is in {request.context['answer']}.", f"About {request.context['question']}"]
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +93,15 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def run(tokenizer, scripts, write=echo_documents, config=None, questions=None, answers=None, noise=0.3):
+def run(tokenizer, scripts, write=echo_documents, config=None, contexts=None, noisy=False):
     prompts = [encode(tokenizer, f"Question: where is item {k}?") for k in range(len(scripts))]
     engine = ScriptedRollout(tokenizer, prompts, scripts)
-    backend = RecordingBackend(write)
+    backend = RecordingBackend(write, noisy)
     manager = LLMGenerationManager(engine, backend, tokenizer, config or GenerationConfig(max_turns=3))
-    questions = questions or [f"where is item {k}?" for k in range(len(scripts))]
-    answers = answers or [[f"place{k}"] for k in range(len(scripts))]
-    result = manager.run(prompts, questions, answers, noise, PARAMS)
+    contexts = contexts or [
+        {"question": f"where is item {k}?", "answer": f"place{k}"} for k in range(len(scripts))
+    ]
+    result = manager.run(prompts, contexts, PARAMS)
     return result, engine, backend, prompts
 
 
@@ -141,19 +143,19 @@ def test_answer_injected_by_the_search_engine_does_not_end_the_trajectory(tokeni
     assert len(backend.calls) == 2 and len(engine.calls) == 3
 
 
-def test_each_search_carries_its_own_question_answers_and_noise(tokenizer):
+def test_each_search_carries_its_own_row_context_untouched(tokenizer):
     scripts = [
         ["<search> q0 </search>", "<answer> a </answer>"],
         ["<search> q1 </search>", "<answer> b </answer>"],
     ]
-    questions = ["who founded Acme?", "where was Bob born?"]
-    answers = [["Alice", "A. Smith"], ["Rome"]]
-    result, _, backend, _ = run(tokenizer, scripts, questions=questions, answers=answers, noise=0.75)
-    (batch,) = backend.calls  # one search() call for the whole turn
-    assert [(r.query, r.question, r.golden_answers, r.noise_prob, r.topk) for r in batch] == [
-        ("q0", "who founded Acme?", ("Alice", "A. Smith"), 0.75, 5),
-        ("q1", "where was Bob born?", ("Rome",), 0.75, 5),
+    contexts = [
+        {"question": "who founded Acme?", "answer": "Alice", "anything": [1, 2]},
+        {"question": "where was Bob born?", "answer": "Rome"},
     ]
+    result, _, backend, _ = run(tokenizer, scripts, contexts=contexts, noisy=True)
+    (batch,) = backend.calls  # one search() call for the whole turn
+    assert [(r.query, r.topk) for r in batch] == [("q0", 5), ("q1", 5)]
+    assert batch[0].context is contexts[0] and batch[1].context is contexts[1]
     assert "q1 is in Rome" in env_text(tokenizer, result.trajectories[1])
     assert [c.noisy for t in result.trajectories for c in t.stats.search_calls] == [True, True]
 
@@ -161,8 +163,8 @@ def test_each_search_carries_its_own_question_answers_and_noise(tokenizer):
 def test_trajectories_whose_searches_all_came_back_useful_are_marked(tokenizer):
     """The trainer logs the score over these rows too: the reward a noise curriculum did not touch."""
     scripts = [["<search> q0 </search>", "<answer> a </answer>"], ["<answer> b </answer>"]]
-    noisy, _, _, _ = run(tokenizer, scripts, noise=0.75)  # the test backend: noisy when noise > 0.5
-    useful, _, _, _ = run(tokenizer, scripts, noise=0.25)
+    noisy, _, _, _ = run(tokenizer, scripts, noisy=True)
+    useful, _, _, _ = run(tokenizer, scripts, noisy=False)
     column = "no_noisy_search"
     assert noisy.to_dataproto(pad_token_id=tokenizer.pad_token_id).non_tensor_batch[column].tolist() == [
         False,
@@ -186,7 +188,7 @@ def test_search_seeds_follow_the_rollout_seed_the_turn_and_the_trajectory(tokeni
         manager = LLMGenerationManager(
             ScriptedRollout(tokenizer, prompts, [list(s) for s in scripts]), backend, tokenizer
         )
-        manager.run(prompts, ["q?", "q?"], [["a"], ["b"]], 0.5, params)
+        manager.run(prompts, [{"question": "q?", "answer": "a"}, {"question": "q?", "answer": "b"}], params)
         return [[r.seed for r in call] for call in backend.calls]
 
     seeded = seeds(replace(PARAMS, seed=7))
@@ -292,10 +294,12 @@ def test_dataproto_masks_and_positions_are_consistent(tokenizer):
 
 def test_mismatched_inputs_are_rejected(tokenizer):
     manager = LLMGenerationManager(None, RecordingBackend(echo_documents), tokenizer, GenerationConfig())
-    with pytest.raises(ValueError, match="2 prompts, 1 questions"):
-        manager.run([[1], [2]], ["q"], [["a"], ["b"]], 0.0, PARAMS)
+    with pytest.raises(ValueError, match="2 prompts and 1 contexts"):
+        manager.run([[1], [2]], [{}], PARAMS)
     with pytest.raises(ValueError, match="params.n must be 1"):
-        manager.run([[1]], ["q"], [["a"]], 0.0, RolloutSamplingParams(n=2))
+        manager.run([[1]], [{}], RolloutSamplingParams(n=2))
+    with pytest.raises(TypeError, match=r"contexts\[1\] must be a mapping, got str"):
+        manager.run([[1], [2]], [{}, "where?"], PARAMS)
 
 
 def test_config_errors_name_the_key():

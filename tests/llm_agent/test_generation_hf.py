@@ -35,9 +35,7 @@ def test_hf_rollout_end_to_end_masks_are_sampled_tokens_and_observations_are_rea
     prompts = [chat_prompt(tokenizer, q) for q, _, _ in CASES]
     result = manager.run(
         prompts,
-        [q for q, _, _ in CASES],
-        [[a] for _, _, a in CASES],
-        0.0,
+        [{"question": q, "golden_answers": (a,)} for q, _, a in CASES],
         RolloutSamplingParams(temperature=0),
     )
     formatter = ObservationFormatter(tokenizer, CONFIG.max_obs_length)

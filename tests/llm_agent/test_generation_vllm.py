@@ -27,9 +27,7 @@ def _run(rollout, backend):
     manager = LLMGenerationManager(rollout, backend, tokenizer, CONFIG)
     return manager.run(
         [chat_prompt(tokenizer, q) for q, _, _ in CASES],
-        [q for q, _, _ in CASES],
-        [[a] for _, _, a in CASES],
-        0.0,
+        [{"question": q, "golden_answers": (a,)} for q, _, a in CASES],
         RolloutSamplingParams(temperature=0, logprobs=True),
     )
 

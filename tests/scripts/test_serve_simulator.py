@@ -14,6 +14,7 @@ import pytest
 
 from llm_agent.search import SearchRequest
 from zerosearch.search import SimulateConfig, SimulateSFTBackend
+from zerosearch.search.simulate import row_context
 from zerosearch.utils.serving import find_free_port
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "serve_simulator.sh"
@@ -47,10 +48,11 @@ def _search_through(engine: str, model: Path, extra: list[str], tmp_path: Path) 
             urls=f"http://127.0.0.1:{port}", model="simulator", max_tokens=16, max_retries=0
         )
         requests = [
-            SearchRequest(f"query {i}", f"question {i}?", (f"answer {i}",), 0.5, seed=i) for i in range(4)
+            SearchRequest(f"query {i}", row_context(f"question {i}?", (f"answer {i}",)), seed=i)
+            for i in range(4)
         ]
         with SimulateSFTBackend(config) as backend:
-            return backend.search(requests)
+            return backend.search(requests, noise_prob=0.5)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the script's trap stops the server too
         proc.wait(timeout=60)

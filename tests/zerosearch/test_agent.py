@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from tests.llm_agent.test_generation import PARAMS, ScriptedRollout, encode
 from verl.protocol import DataProto
 from zerosearch.agent import ZeroSearchAgentLoop
+from zerosearch.search.local import LocalBackend, LocalConfig
 
 SOURCES = ["real", "probe", "real", "probe", "other"]
 
@@ -41,7 +42,7 @@ def make_loop(tokenizer, tmp_path, by_source=None) -> ZeroSearchAgentLoop:
     )
 
 
-def rollout(tokenizer, loop, validate: bool) -> list[str]:
+def rollout(tokenizer, loop, validate: bool, global_step: int = 1) -> list[str]:
     """Each row searches once and answers; returns each row's response text, in row order."""
     prompts = [encode(tokenizer, f"Question: where is item {k}?") for k in range(len(SOURCES))]
     scripts = [[f"<search> item {k} page </search>", f"<answer> a{k} </answer>"] for k in range(len(prompts))]
@@ -54,7 +55,7 @@ def rollout(tokenizer, loop, validate: bool) -> list[str]:
         }
     )
     engine = ScriptedRollout(tokenizer, prompts, scripts)
-    out, _ = loop.rollout(batch, engine, PARAMS, global_step=1, validate=validate)
+    out, _ = loop.rollout(batch, engine, PARAMS, global_step=global_step, validate=validate)
     return [tokenizer.decode(row, skip_special_tokens=True) for row in out.batch["responses"]]
 
 
@@ -89,3 +90,31 @@ def test_a_bad_backend_for_a_source_names_the_key(tokenizer, tmp_path):
         ValueError, match=r"agent\.val_search_by_source\.probe: unknown search backend 'nope'"
     ):
         make_loop(tokenizer, tmp_path, by_source={"probe": {"name": "nope"}})
+
+
+class RecordingLocal(LocalBackend):
+    """The real local backend, recording what each search call was given."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.calls: list[tuple[float, list]] = []
+
+    async def _search_batch(self, requests, noise_prob):
+        self.calls.append((noise_prob, list(requests)))
+        return await super()._search_batch(requests, noise_prob)
+
+
+def test_the_step_noise_is_bound_into_the_backend_and_each_request_carries_its_row(tokenizer, tmp_path):
+    loop = make_loop(tokenizer, tmp_path)
+    loop.search.close()  # replaced by a recording one
+    loop.search = recording = RecordingLocal(
+        LocalConfig(corpus=corpus(tmp_path / "r.jsonl", "recorded page"))
+    )
+    rollout(tokenizer, loop, validate=False, global_step=6)
+    loop.val_search.close()
+    ((noise, requests),) = recording.calls
+    assert noise == pytest.approx(loop.schedule(5)) and 0.0 < noise < 0.5  # step 6 is schedule step 5
+    assert [r.context for r in requests] == [
+        {"question": f"where is item {k}?", "golden_answers": (f"a{k}",)} for k in range(len(SOURCES))
+    ]
+    recording.close()

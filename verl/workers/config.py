@@ -111,7 +111,7 @@ class ModelConfig:
 class ActorConfig:
     """actor_rollout_ref.actor: the PPO/GRPO update (see verl/workers/actor.py)."""
 
-    ppo_mini_batch_size: int = 256
+    ppo_mini_batch_size: int = 64
     ppo_micro_batch_size_per_gpu: int = 4
     ppo_epochs: int = 1
     clip_ratio_low: float = 0.2
@@ -296,7 +296,7 @@ class CriticConfig:
 
     model: CriticModelConfig
     optim: CriticOptimConfig = field(default_factory=CriticOptimConfig)
-    ppo_mini_batch_size: int = 256
+    ppo_mini_batch_size: int = 64
     ppo_micro_batch_size_per_gpu: int = 4
     forward_micro_batch_size_per_gpu: int = 8
     ppo_epochs: int = 1

@@ -1,8 +1,11 @@
 """What every search backend shares: request checks, the sync wrapper, closing, and the failure threshold.
 
-A backend implements `_search_batch(requests)` (async, one result per request, in order); this base turns
-it into the `llm_agent.search.SearchBackend` protocol: `asearch` (async), `search` (sync, callable with or
-without an event loop running in the caller's thread) and `close`.
+A backend implements `_search_batch(requests, noise_prob)` (async, one result per request, in order); this
+base turns it into `asearch(requests, noise_prob=0.0)` (async), `search(requests, noise_prob=0.0)` (sync,
+callable with or without an event loop running in the caller's thread) and `close`. `noise_prob` is the
+curriculum's probability that a simulated search returns noisy documents (real engines ignore it): a setting
+of the training step, not of the request, so the agent loop gets it bound, `backend.bind(noise_prob)`, a
+view that speaks `llm_agent.search.SearchBackend` exactly.
 """
 
 from __future__ import annotations
@@ -49,10 +52,6 @@ def check_requests(requests: Sequence[SearchRequest], backend: str) -> list[Sear
             )
         if not isinstance(req.topk, int) or req.topk < 1:
             raise ValueError(f"{backend}: request {i} field 'topk' must be an int >= 1, got {req.topk!r}")
-        if not (isinstance(req.noise_prob, int | float) and 0.0 <= req.noise_prob <= 1.0):
-            raise ValueError(
-                f"{backend}: request {i} field 'noise_prob' must be in [0, 1], got {req.noise_prob!r}"
-            )
         if req.seed is not None and (isinstance(req.seed, bool) or not isinstance(req.seed, int)):
             raise TypeError(f"{backend}: request {i} field 'seed' must be an int or None, got {req.seed!r}")
     return requests
@@ -73,25 +72,29 @@ class BaseSearchBackend:
         self._runner = LoopThread(f"search-{self.name}")
         self._closed = False
 
-    async def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+    async def _search_batch(self, requests: list[SearchRequest], noise_prob: float) -> list[SearchResult]:
         raise NotImplementedError
 
     def server_urls(self) -> list[str]:
         """The servers this backend talks to (for error messages); empty for in-process backends."""
         return []
 
-    async def asearch(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
+    async def asearch(self, requests: Sequence[SearchRequest], noise_prob: float = 0.0) -> list[SearchResult]:
         """Search in the caller's event loop (HTTP backends keep one session per loop: in a short-lived
         loop such as `asyncio.run(...)`, `await backend.aclose()` before it ends releases it cleanly)."""
         if self._closed:
             raise RuntimeError(f"search backend '{self.name}' is closed")
         requests = check_requests(requests, self.name)
+        if isinstance(noise_prob, bool) or not (
+            isinstance(noise_prob, int | float) and 0.0 <= noise_prob <= 1.0
+        ):
+            raise ValueError(f"{self.name}: noise_prob must be in [0, 1], got {noise_prob!r}")
         # A blank query (the policy wrote "<search> </search>") finds nothing; it is not sent, and it is
         # not a backend failure either.
         sent = [i for i, req in enumerate(requests) if req.query.strip()]
         results = [SearchResult(documents=[], meta={"empty_query": True}) for _ in requests]
         if sent:
-            answered = await self._search_batch([requests[i] for i in sent])
+            answered = await self._search_batch([requests[i] for i in sent], float(noise_prob))
             for i, result in zip(sent, answered, strict=True):
                 results[i] = result
             self._check_failures(answered)  # the failure rate is over the requests actually sent
@@ -100,9 +103,13 @@ class BaseSearchBackend:
     def _check_failures(self, results: list[SearchResult]) -> None:
         """Hook for backends with a failure threshold; the in-process ones cannot fail per request."""
 
-    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
+    def search(self, requests: Sequence[SearchRequest], noise_prob: float = 0.0) -> list[SearchResult]:
         """Sync form of `asearch`, run on this backend's private loop thread (see LoopThread)."""
-        return self._runner.run(self.asearch(requests))
+        return self._runner.run(self.asearch(requests, noise_prob))
+
+    def bind(self, noise_prob: float) -> BoundSearch:
+        """This backend searching at `noise_prob`, as the agent loop's SearchBackend (it speaks no settings)."""
+        return BoundSearch(self, noise_prob)
 
     def close(self) -> None:
         self._closed = True
@@ -119,6 +126,24 @@ class BaseSearchBackend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+class BoundSearch:
+    """A backend with a training step's settings bound: `llm_agent.search.SearchBackend` as the agent loop
+    uses it. Closing it leaves the backend open: the domain that bound it owns the backend."""
+
+    def __init__(self, backend: BaseSearchBackend, noise_prob: float):
+        self.backend = backend
+        self.noise_prob = noise_prob
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
+        return self.backend.search(requests, self.noise_prob)
+
+    async def asearch(self, requests: Sequence[SearchRequest]) -> list[SearchResult]:
+        return await self.backend.asearch(requests, self.noise_prob)
+
+    def close(self) -> None:
+        """Nothing to release: the backend stays open for the next step."""
 
 
 class HttpSearchBackend(BaseSearchBackend):

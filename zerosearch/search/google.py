@@ -77,7 +77,7 @@ class GoogleBackend(HttpSearchBackend):
     def server_urls(self) -> list[str]:
         return [self.config.base_url]
 
-    async def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+    async def _search_batch(self, requests: list[SearchRequest], noise_prob: float) -> list[SearchResult]:
         return list(await asyncio.gather(*(self._one(req) for req in requests)))
 
     async def _one(self, req: SearchRequest) -> SearchResult:

@@ -49,7 +49,7 @@ class LocalBackend(BaseSearchBackend):
             threading.Lock()
         )  # one search at a time: the indexes are not documented thread-safe
 
-    async def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+    async def _search_batch(self, requests: list[SearchRequest], noise_prob: float) -> list[SearchResult]:
         by_topk: dict[int, list[int]] = {}
         for i, req in enumerate(requests):
             by_topk.setdefault(req.topk, []).append(i)

@@ -5,11 +5,11 @@ prompt adds a worked example); both send `POST {url}/v1/chat/completions` with a
 the simulation prompt as the user message (zerosearch.templates.simulation_messages). SGLang, `vllm serve`
 and the built-in zerosearch.simulation.server are interchangeable behind that API.
 
-For each request the backend draws noisy-or-useful with the request's `noise_prob` (from the request's own
+For each request the backend draws noisy-or-useful with the call's `noise_prob` (from the request's own
 seed when it carries one, else from the backend's seeded stream, so a run is reproducible) and records the
 draw in `SearchResult.noisy`; a seeded request also sends a derived `seed` so the server samples the same
-documents again. Each request's prompt is built
-from that request's own question and golden answers.
+documents again. Each request's prompt is built from that request's own row context: its `question` (str)
+and `golden_answers` (a list of str).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import random
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 
@@ -49,6 +49,24 @@ def parse_documents(text: str, topk: int) -> list[str]:
         blocks = text.splitlines()
     docs = [" ".join(block.split()) for block in blocks]
     return [d for d in docs if d][:topk]
+
+
+def row_context(question: str, golden_answers) -> dict[str, Any]:
+    """A dataset row's context as a simulator reads it from `SearchRequest.context`."""
+    return {"question": str(question), "golden_answers": tuple(str(a) for a in golden_answers)}
+
+
+def row_question_and_answers(req: SearchRequest, position: int, backend: str) -> tuple[str, list[str]]:
+    """The question and golden answers a simulator needs, from the request's row context; an error naming
+    the request's position and the context field when either is missing or of the wrong type."""
+    question, answers = req.context.get("question"), req.context.get("golden_answers", ())
+    if not isinstance(question, str):
+        raise TypeError(
+            f"{backend}: request {position} context field 'question' must be a str, got {type(question).__name__}"
+        )
+    if not isinstance(answers, list | tuple) or not all(isinstance(a, str) for a in answers):
+        raise TypeError(f"{backend}: request {position} context field 'golden_answers' must be a list of str")
+    return question, list(answers)
 
 
 def normalize_base_url(url: str) -> str:
@@ -116,10 +134,10 @@ class SimulateSFTBackend(HttpSearchBackend):
     def server_urls(self) -> list[str]:
         return list(self.config.urls)
 
-    async def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+    async def _search_batch(self, requests: list[SearchRequest], noise_prob: float) -> list[SearchResult]:
         # Draw every request's noise up front, in request order, so the draws depend only on the seed and
         # the sequence of requests, never on which reply arrives first.
-        noisy = [self._noise_draw(req) < req.noise_prob for req in requests]
+        noisy = [self._noise_draw(req) < noise_prob for req in requests]
         model = self._model or await self._detect_model()
         # Each task builds its own prompt just before sending it, so the first requests are on the wire
         # while later prompts are still being rendered. A prompt the template cannot take (a caller bug)
@@ -163,11 +181,12 @@ class SimulateSFTBackend(HttpSearchBackend):
         return outcome.value
 
     async def _one(self, position: int, req: SearchRequest, noisy: bool, model: str) -> SearchResult:
+        question, answers = row_question_and_answers(req, position, self.name)
         try:
             messages = simulation_messages(
                 req.query,
-                req.question,
-                list(req.golden_answers),
+                question,
+                answers,
                 useful=not noisy,
                 mode=self.mode,
                 answer_mode=self.config.answer_mode,

@@ -83,7 +83,7 @@ class WikiBackend(HttpSearchBackend):
     def server_urls(self) -> list[str]:
         return [self.config.url]
 
-    async def _search_batch(self, requests: list[SearchRequest]) -> list[SearchResult]:
+    async def _search_batch(self, requests: list[SearchRequest], noise_prob: float) -> list[SearchResult]:
         if self.config.api == "single":
             chunks = [[i] for i in range(len(requests))]
         else:

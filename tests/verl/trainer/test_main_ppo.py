@@ -182,6 +182,20 @@ def test_three_ppo_steps_train_and_save_the_critic(dataset, tiny_model_dir, tmp_
 
 
 @pytest.mark.slow
+def test_val_only_validates_once_and_trains_nothing(dataset, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    with ServerProcess(
+        "zerosearch.simulation.server", ["--model", str(tiny_model_dir)], find_free_port()
+    ) as sim:
+        cmd = trainer_command(dataset, tiny_model_dir, sim.url, run_dir, 3, ["trainer.val_only=true"])
+        proc = subprocess.run(cmd, env=trainer_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (line,) = read_steps(run_dir)
+    assert line["step"] == 0 and "val/f1/toy" in line and "actor/pg_loss" not in line
+    assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
 def test_three_reinforce_plus_plus_steps(dataset, tiny_model_dir, tmp_path):
     run_dir = _train_three_steps(dataset, tiny_model_dir, tmp_path, ["algorithm=reinforce_plus_plus"])
     steps = _steps(run_dir)

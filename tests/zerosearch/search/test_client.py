@@ -12,6 +12,7 @@ import pytest
 from llm_agent.search import SearchRequest
 from zerosearch.search import SearchBackendError, SimulateConfig, SimulateSFTBackend, error_document
 from zerosearch.search.client import HttpOptions, RequestCore
+from zerosearch.search.simulate import row_context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,7 +24,7 @@ def backend(url, **options) -> SimulateSFTBackend:
 
 
 def reqs(n: int, prefix: str = "q") -> list[SearchRequest]:
-    return [SearchRequest(f"{prefix} {i}", f"question {i}?", (f"answer {i}",)) for i in range(n)]
+    return [SearchRequest(f"{prefix} {i}", row_context(f"question {i}?", (f"answer {i}",))) for i in range(n)]
 
 
 def closed_port_url() -> str:
@@ -177,14 +178,16 @@ def test_malformed_requests_are_rejected_with_their_position(chat_server):
         with pytest.raises(TypeError, match="request 1 is a str"):
             b.search([reqs(1)[0], "just a string"])
         with pytest.raises(ValueError, match="request 0 field 'topk'"):
-            b.search([SearchRequest("q", "q?", ("a",), topk=0)])
-        with pytest.raises(ValueError, match="request 0 field 'noise_prob'"):
-            b.search([SearchRequest("q", "q?", ("a",), noise_prob=1.5)])
+            b.search([SearchRequest("q", row_context("q?", ("a",)), topk=0)])
+        with pytest.raises(ValueError, match=r"noise_prob must be in \[0, 1\], got 1.5"):
+            b.search(reqs(1), noise_prob=1.5)
+        with pytest.raises(ValueError, match="noise_prob must be in"):
+            b.bind(noise_prob=True).search(reqs(1))
 
 
 def test_failure_rate_counts_only_the_requests_sent(chat_server):
     _, url = chat_server(fail_status=500)
-    blanks = [SearchRequest("   ", "q?", ("a",))] * 3
+    blanks = [SearchRequest("   ", row_context("q?", ("a",)))] * 3
     with backend(url, **FAST_RETRIES) as b, pytest.raises(SearchBackendError, match="1 of 1 requests failed"):
         b.search(blanks + reqs(1))
 

@@ -9,6 +9,7 @@ import pytest
 
 from llm_agent.search import SearchRequest
 from zerosearch.search import SimulateConfig, SimulatePromptBackend, SimulateSFTBackend, parse_documents
+from zerosearch.search.simulate import row_context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -17,8 +18,8 @@ def backend(urls, **options) -> SimulateSFTBackend:
     return SimulateSFTBackend(SimulateConfig(urls=urls, **options))
 
 
-def req(i: int, noise_prob: float = 0.0, topk: int = 5) -> SearchRequest:
-    return SearchRequest(f"query {i}", f"question {i}?", (f"answer {i}", f"alias {i}"), noise_prob, topk)
+def req(i: int, topk: int = 5) -> SearchRequest:
+    return SearchRequest(f"query {i}", row_context(f"question {i}?", (f"answer {i}", f"alias {i}")), topk)
 
 
 def echoed(doc: str) -> dict[str, str]:
@@ -27,9 +28,9 @@ def echoed(doc: str) -> dict[str, str]:
 
 def test_each_request_carries_its_own_question_answer_and_label(chat_server):
     _, url = chat_server()
-    requests = [req(i, noise_prob=0.5) for i in range(40)]
+    requests = [req(i) for i in range(40)]
     with backend(url, seed=1) as b:
-        results = b.search(requests)
+        results = b.search(requests, noise_prob=0.5)
     assert {r.noisy for r in results} == {True, False}  # both kinds drawn, so the check below covers both
     for i, result in enumerate(results):
         assert len(result.documents) == 5 and result.error is None
@@ -74,7 +75,8 @@ def test_model_name_is_read_from_the_server_when_not_configured(chat_server):
 def test_prompt_mode_noisy_prompt_has_no_question_or_answer(chat_server):
     _, url = chat_server()
     with SimulatePromptBackend(SimulateConfig(urls=[url])) as b:
-        useful, noisy = b.search([req(1, noise_prob=0.0), req(2, noise_prob=1.0)])
+        (useful,) = b.search([req(1)], noise_prob=0.0)
+        (noisy,) = b.search([req(2)], noise_prob=1.0)
     assert echoed(useful.documents[0])["question"] == "question 1?"
     assert echoed(noisy.documents[0])["question"] == "-"
     assert echoed(noisy.documents[0])["label"] == "Noisy"
@@ -98,7 +100,7 @@ def test_empty_output_gives_no_documents_and_is_not_an_error(chat_server):
 def test_blank_query_is_not_sent(chat_server):
     server, url = chat_server()
     with backend(url) as b:
-        blank, real = b.search([SearchRequest("  ", "q?", ("a",)), req(1)])
+        blank, real = b.search([SearchRequest("  ", row_context("q?", ("a",))), req(1)])
     assert blank.documents == [] and blank.meta == {"empty_query": True}
     assert len(real.documents) == 5 and server.calls == 1
 
@@ -106,23 +108,35 @@ def test_blank_query_is_not_sent(chat_server):
 def test_request_without_golden_answers_is_rejected_with_its_position(chat_server):
     _, url = chat_server()
     with backend(url) as b, pytest.raises(ValueError, match=r"request 1 \(query 'no answer'\): .*golden"):
-        b.search([req(0), SearchRequest("no answer", "q?", ())])
+        b.search([req(0), SearchRequest("no answer", row_context("q?", ()))])
+
+
+@pytest.mark.parametrize(
+    ("context", "field"),
+    [({"golden_answers": ("a",)}, "question"), ({"question": "q?", "golden_answers": "a"}, "golden_answers")],
+)
+def test_a_request_whose_row_context_lacks_what_the_simulator_reads_names_the_field(
+    chat_server, context, field
+):
+    _, url = chat_server()
+    with backend(url) as b, pytest.raises(TypeError, match=rf"request 1 context field '{field}'"):
+        b.search([req(0), SearchRequest("q", context)])
 
 
 @pytest.mark.parametrize("noise_prob, expected", [(0.0, {False}), (1.0, {True})])
 def test_noise_prob_zero_and_one(chat_server, noise_prob, expected):
     _, url = chat_server()
     with backend(url, seed=7) as b:
-        results = b.search([req(i, noise_prob) for i in range(50)])
+        results = b.search([req(i) for i in range(50)], noise_prob)
     assert {r.noisy for r in results} == expected
     assert {echoed(r.documents[0])["label"] for r in results} == {"Noisy" if True in expected else "Useful"}
 
 
 def test_noise_draws_follow_the_probability_and_the_seed(chat_server):
     _, url = chat_server()
-    requests = [req(i, 0.3) for i in range(600)]
+    requests = [req(i) for i in range(600)]
     with backend(url, seed=11) as b1, backend(url, seed=11) as b2, backend(url, seed=12) as b3:
-        draws = [[r.noisy for r in b.search(requests)] for b in (b1, b2, b3)]
+        draws = [[r.noisy for r in b.search(requests, 0.3)] for b in (b1, b2, b3)]
     share = sum(draws[0]) / len(requests)
     # 600 Bernoulli(0.3) draws: standard deviation ~0.019, so 0.22..0.38 is a > 4-sigma band.
     assert 0.22 < share < 0.38
@@ -133,21 +147,21 @@ def test_noise_draws_follow_the_probability_and_the_seed(chat_server):
 def test_a_seeded_request_draws_and_samples_the_same_whatever_came_before(chat_server):
     """What exact resume needs: a request's noise draw and the seed it sends depend on its own seed only."""
     server, url = chat_server()
-    seeded = [replace(req(i, 0.5), seed=1000 + i) for i in range(200)]
+    seeded = [replace(req(i), seed=1000 + i) for i in range(200)]
     with backend(url, seed=3) as fresh, backend(url, seed=3) as used:
-        used.search([req(i, 0.5) for i in range(37)])  # advances this backend's own stream
+        used.search([req(i) for i in range(37)], 0.5)  # advances this backend's own stream
         server.bodies.clear()
-        draws_used = [r.noisy for r in used.search(seeded[::-1])][::-1]
+        draws_used = [r.noisy for r in used.search(seeded[::-1], 0.5)][::-1]
         seeds_used = sorted(body["seed"] for body in server.bodies)
         server.bodies.clear()
-        draws_fresh = [r.noisy for r in fresh.search(seeded)]
+        draws_fresh = [r.noisy for r in fresh.search(seeded, 0.5)]
         seeds_fresh = sorted(body["seed"] for body in server.bodies)
     assert draws_used == draws_fresh
     assert 60 < sum(draws_fresh) < 140  # still Bernoulli(0.5): ~7 standard deviations wide
     assert seeds_used == seeds_fresh and len(set(seeds_fresh)) == 200
     assert all(0 <= s < 2**31 for s in seeds_fresh)
     with backend(url, seed=4) as other:
-        assert [r.noisy for r in other.search(seeded)] != draws_fresh
+        assert [r.noisy for r in other.search(seeded, 0.5)] != draws_fresh
 
 
 def test_an_unseeded_request_sends_no_seed(chat_server):

@@ -9,6 +9,7 @@ import pytest
 
 from llm_agent.search import SearchRequest
 from zerosearch.search import SimulateConfig, SimulateSFTBackend
+from zerosearch.search.simulate import row_context
 from zerosearch.utils.serving import ServerProcess, find_free_port
 
 N_REQUESTS = 32
@@ -31,12 +32,14 @@ def test_batch_survives_a_server_crash_and_restart(tiny_model_dir):
         retry_seed=0,
     )
     requests = [
-        SearchRequest(f"query {i}", f"question {i}?", (f"answer {i}",), noise_prob=0.5)
+        SearchRequest(f"query {i}", row_context(f"question {i}?", (f"answer {i}",)))
         for i in range(N_REQUESTS)
     ]
     results: list = []
     with server, SimulateSFTBackend(config) as backend:
-        worker = threading.Thread(target=lambda: results.extend(backend.search(requests)), daemon=True)
+        worker = threading.Thread(
+            target=lambda: results.extend(backend.search(requests, noise_prob=0.5)), daemon=True
+        )
         worker.start()
         deadline = time.monotonic() + 120
         while sum(backend.pool.served) < 8:  # part of the batch has been sent: crash now
