@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from verl.trainer.sft_data import TRUNCATION_MODES, SFTKeys
 from verl.utils.config import build, rename_keys
+from verl.utils.config import require as check
 from verl.utils.fsdp import DTYPES
 from verl.workers.config import OptimConfig
 
@@ -19,8 +20,8 @@ SFT_DEPRECATED_KEYS = {
 
 
 def require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"{key}: {message}")
+    """ConfigError "key: message" unless ok (the SFT checks name their key first)."""
+    check(ok, f"{key}: {message}")
 
 
 @dataclass
