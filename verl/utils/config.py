@@ -119,7 +119,8 @@ def check_overrides(
     """The command line's Hydra overrides with `deprecated` keys renamed (a message names the new key), after
     checking that every plain `key=value` names a key of the composed config: Hydra would refuse an unknown
     one too, but without saying which key was meant. Group selections (`algorithm=ppo`), additions (`+key`),
-    deletions (`~key`), `hydra.*` keys and flags (`--cfg job`) pass unchecked."""
+    deletions (`~key`), `hydra.*` keys and flags (`--cfg job`) pass unchecked; with another config chosen
+    (`--config-name`, `--config-path`, `--config-dir`) nothing is checked here, only renamed."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -133,9 +134,15 @@ def check_overrides(
         renamed.append(arg)
         if eq and not arg.startswith(("-", "+", "~", "hydra.")) and "." in key:
             plain.append(key)
-    if not plain:
+    other_config = any(a.startswith(("--config-", "-cn", "-cp", "-cd")) for a in overrides)
+    if not plain or other_config:
         return renamed
-    groups = [a for a in renamed if "=" in a and "." not in a.partition("=")[0] and not a.startswith("-")]
+    # Group selections, and additions (their keys exist once added), compose the tree the keys must be in.
+    groups = [
+        a
+        for a in renamed
+        if "=" in a and not a.startswith(("-", "~")) and ("." not in a.partition("=")[0] or a.startswith("+"))
+    ]
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         composed = OmegaConf.to_container(compose(config_name=config_name, overrides=groups), resolve=False)
     known = dotted_keys(composed)

@@ -96,3 +96,8 @@ def test_command_line_old_names_are_renamed_with_a_message(capsys):
         "algorithm=ppo",
     ]
     assert "actor_rollout_ref.actor.optim.warmup_steps_ratio is deprecated" in capsys.readouterr().err
+
+
+def test_keys_added_on_the_command_line_are_known_and_another_config_is_not_checked():
+    assert _check("+extra.key=1", "extra.key=2") == ["+extra.key=1", "extra.key=2"]
+    assert _check("--config-name", "mine", "my.own.key=1") == ["--config-name", "mine", "my.own.key=1"]
