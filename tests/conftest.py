@@ -32,3 +32,22 @@ def tiny_model_dir(tiny_tokenizer_dir, tmp_path_factory):
     from toyworld.tiny import build_tiny_model
 
     return build_tiny_model(tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny-model"))
+
+
+TINY_HUB_ID = "tiny-org/tiny-qwen"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_hub_cache(tiny_model_dir, tmp_path_factory):
+    """A Hugging Face cache folder (the hub's layout: models--owner--name/refs/main + snapshots/<commit>/)
+    holding the tiny model as TINY_HUB_ID: what a model downloaded by id looks like, built offline."""
+    import shutil
+    from pathlib import Path
+
+    cache = tmp_path_factory.mktemp("hf-cache")
+    repo = cache / ("models--" + TINY_HUB_ID.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(Path(tiny_model_dir), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return cache

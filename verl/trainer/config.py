@@ -22,8 +22,9 @@ from typing import Any
 
 from verl.algorithms import ADV_ESTIMATORS, KL_PENALTIES
 from verl.algorithms.advantages import uses_critic
-from verl.utils.config import build, rename_keys, require
+from verl.utils.config import ConfigError, build, rename_keys, require
 from verl.utils.dataset import OVERLONG_POLICIES
+from verl.utils.hub import ModelNotFoundError, resolve_model
 from verl.utils.tracking import LOGGERS
 from verl.workers.config import ActorRolloutRefConfig, CriticConfig
 from verl.workers.reward import RewardConfig
@@ -237,10 +238,10 @@ class PPOTrainerConfig:
         steps = int(trainer.total_training_steps or 1)
         arr_dict = cfg.get("actor_rollout_ref", {})
         arr = ActorRolloutRefConfig.from_dict(arr_dict, trainer.world_size, steps)
-        require(
-            Path(arr.model.path).is_dir(),
-            f"actor_rollout_ref.model.path: no such folder: {arr.model.path}",
-        )
+        model = arr.model
+        model.path = _resolve(model.path, "actor_rollout_ref.model.path")
+        if model.tokenizer_path:
+            model.tokenizer_path = _resolve(model.tokenizer_path, "actor_rollout_ref.model.tokenizer_path")
         batch, mini = data.train_batch_size, arr.actor.ppo_mini_batch_size
         require(
             trainer.val_only or batch % mini == 0,
@@ -281,6 +282,14 @@ class PPOTrainerConfig:
         return {**out, **copy.deepcopy(self.domain)}
 
 
+def _resolve(name_or_path: str, key: str) -> str:
+    """A model folder, or a hub id resolved to its folder in the Hugging Face cache (verl/utils/hub.py)."""
+    try:
+        return resolve_model(name_or_path, key)
+    except ModelNotFoundError as e:
+        raise ConfigError(str(e)) from e
+
+
 def _critic(section: dict[str, Any], config: PPOTrainerConfig) -> CriticConfig:
     """critic: the actor's model path when none is given; mini-batches that divide the batch and the ranks."""
     section = copy.deepcopy(section)
@@ -292,7 +301,7 @@ def _critic(section: dict[str, Any], config: PPOTrainerConfig) -> CriticConfig:
         world_size=config.trainer.world_size,
         total_training_steps=int(config.trainer.total_training_steps or 1),
     )
-    require(Path(critic.model.path).is_dir(), f"critic.model.path: no such folder: {critic.model.path}")
+    critic.model.path = _resolve(critic.model.path, "critic.model.path")
     warmup = config.trainer.critic_warmup
     require(warmup >= 0, f"trainer.critic_warmup must be >= 0, got {warmup}")
     batch = config.data.train_batch_size

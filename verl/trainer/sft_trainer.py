@@ -50,6 +50,7 @@ from verl.utils.fsdp import (
     parse_dtype,
     shard_model,
 )
+from verl.utils.hub import resolve_model
 from verl.utils.optim import build_optimizer
 from verl.utils.seed import set_seed
 from verl.utils.tracking import Tracking
@@ -77,8 +78,7 @@ class SFTTrainer:
         self.rank, self.world_size = init_distributed()
         data = config.data
         config.check_world_size(self.world_size)
-        model_path = Path(config.model.path)
-        require(model_path.is_dir(), "model.path", f"{model_path} is not a folder")
+        model_path = Path(resolve_model(config.model.path, "model.path"))
         set_seed(config.trainer.seed)
         on_gpu = device_type() == "cuda"
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")

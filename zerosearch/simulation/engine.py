@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from verl.utils.hub import resolve_model
 from verl.workers.rollout.hf_decode import (
     DTYPES,
     BatchDecoder,
@@ -72,9 +73,7 @@ class GenerationEngine:
     def __init__(self, model_path: str | Path, device: str = "auto", dtype: str = "auto"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = Path(model_path)
-        if not path.exists():
-            raise FileNotFoundError(f"--model: no such model folder: {path}")
+        path = Path(resolve_model(str(model_path), "--model"))
         if dtype != "auto" and dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
         try:

@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
-    engine = GenerationEngine(args.model, device=args.device, dtype=args.dtype)
+    try:
+        engine = GenerationEngine(args.model, device=args.device, dtype=args.dtype)
+    except FileNotFoundError as e:  # neither a folder nor a model in the Hugging Face cache
+        raise SystemExit(f"error: {e}") from None
     name = args.served_model_name or args.model
     limits = ServerLimits(
         args.max_prompt_tokens, args.max_tokens_cap, args.default_max_tokens, args.max_body_bytes
