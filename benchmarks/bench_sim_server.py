@@ -31,7 +31,7 @@ QUESTIONS = [
 
 
 def simulation_prompts() -> list[str]:
-    template = load_template("sim_prompt_useful")
+    template = load_template("project_prompt_useful")
     return [render(template, question=q, answer=a, query=s) for q, a, s in QUESTIONS]
 
 

@@ -8,6 +8,13 @@
 # Pairs are parsed by NAME, in any order; an unknown name is an error. Everything after `--` goes to Hydra
 # unchanged (configs/ppo_trainer.yaml). ALGORITHM (configs/algorithm/<name>.yaml) replaces the script's own.
 # With no arguments at all, the CPU toy-world demo runs instead.
+#
+# IP: one host or a comma list (one simulation server per host, balanced by the client). PORT: the servers'
+# port, by default 6001 for the simulators (SEARCH_MODE simulate_sft / simulate_prompt) and 8000 for a
+# retriever (SEARCH_MODE wiki). SIMULATION_LLM: a label for the experiment name, as in the reference scripts
+# (the served model's name is read from the server; `-- search.model=NAME` sets it, checked at start).
+# EXPERIMENT_NAME defaults to <model>_<ALGORITHM>_<SEARCH_MODE>_<SIMULATION_LLM>_<START>_<END>_<SEARCH_ENGINE>
+# _turns_<MAX_TURNS>, the reference's naming, so runs with other thresholds do not share a run folder.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,7 +64,17 @@ done
 
 SEARCH_MODE="${ARG[SEARCH_MODE]:-simulate_sft}"
 IP="${ARG[IP]:-127.0.0.1}"
-PORT="${ARG[PORT]:-6001}"
+case "$SEARCH_MODE" in wiki) DEFAULT_PORT=8000 ;; *) DEFAULT_PORT=6001 ;; esac
+PORT="${ARG[PORT]:-$DEFAULT_PORT}"
+URLS=""  # http://host:PORT for every host of IP, comma-separated
+IFS=',' read -r -a HOSTS <<< "$IP"
+for host in "${HOSTS[@]}"; do
+  host="${host// /}"
+  [ -n "$host" ] && URLS="${URLS:+$URLS,}'http://$host:$PORT'"
+done
+START="${ARG[START_THRESHOLD]:-0}" END="${ARG[END_THRESHOLD]:-0.5}" TURNS="${ARG[MAX_TURNS]:-5}"
+MODEL_NAME="$(basename "${ARG[MODEL_PATH]}")"
+RUN_NAME="${MODEL_NAME}_${ALGORITHM}_${SEARCH_MODE}_${ARG[SIMULATION_LLM]:-simulator}_${START}_${END}_${ARG[SEARCH_ENGINE]:-simulate}_turns_${TURNS}"
 OVERRIDES=(
   "algorithm=$ALGORITHM"
   "actor_rollout_ref.model.path=${ARG[MODEL_PATH]}"
@@ -67,19 +84,18 @@ OVERRIDES=(
   "trainer.nnodes=${ARG[NNODES]:-1}"
   "trainer.total_training_steps=${ARG[TOTAL_STEPS]:-203}"
   "trainer.project_name=${ARG[PROJECT_NAME]:-zerosearch}"
-  "trainer.experiment_name=${ARG[EXPERIMENT_NAME]:-$ALGORITHM-$(basename "${ARG[MODEL_PATH]}")}"
-  "curriculum.start=${ARG[START_THRESHOLD]:-0}"
-  "curriculum.end=${ARG[END_THRESHOLD]:-0.5}"
-  "agent.max_turns=${ARG[MAX_TURNS]:-5}"
+  "trainer.experiment_name=${ARG[EXPERIMENT_NAME]:-$RUN_NAME}"
+  "curriculum.start=$START"
+  "curriculum.end=$END"
+  "agent.max_turns=$TURNS"
   "agent.topk=${ARG[TOPK]:-5}"
 )
 case "$SEARCH_MODE" in
   simulate_sft|simulate_prompt)
-    OVERRIDES+=("search=$SEARCH_MODE" "search.urls=['http://$IP:$PORT']")
-    [ -n "${ARG[SIMULATION_LLM]:-}" ] && OVERRIDES+=("+search.model=${ARG[SIMULATION_LLM]}")
+    OVERRIDES+=("search=$SEARCH_MODE" "search.urls=[$URLS]")
     ;;
   google) OVERRIDES+=("search=google") ;;
-  wiki) OVERRIDES+=("search=wiki" "search.url=${ARG[RETRIEVER_URL]:-http://$IP:$PORT}") ;;
+  wiki) OVERRIDES+=("search=wiki" "search.url=${ARG[RETRIEVER_URL]:-http://${HOSTS[0]// /}:$PORT}") ;;
   *) echo "error: SEARCH_MODE must be simulate_sft, simulate_prompt, google or wiki; got '$SEARCH_MODE'" >&2; exit 2 ;;
 esac
 # SEARCH_ENGINE: the engine used for validation (docs/design.md §5: the real engine, or the simulator at noise 0).

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from toyworld.demos import question_from_row
 from toyworld.engine import ToyWorld
-from toyworld.simtune import PERSON_QUERY_KINDS, make_query, mentions
+from toyworld.simtune import PERSON_QUERY_KINDS, SIMULATION_TEMPLATE, make_query, mentions
 from zerosearch.reward import normalize_answer
 from zerosearch.search.simulate import parse_documents
 
@@ -82,7 +82,9 @@ def measure_fidelity(
         requests = [
             GenerationRequest(
                 simulator.chat_prompt_ids(
-                    simulation_messages(query, q.text, list(q.answers), useful=True, mode="sft")
+                    simulation_messages(
+                        query, q.text, list(q.answers), useful=True, mode="sft", template=SIMULATION_TEMPLATE
+                    )
                 ),
                 SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed + i),
             )

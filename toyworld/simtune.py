@@ -38,6 +38,9 @@ from toyworld.questions import TYPES_BY_NAME, Question
 from toyworld.world import Person, World, stream
 from zerosearch.reward import normalize_answer
 
+# The toy simulator is tuned on the project's own wording of the simulation prompt, and the demo's search
+# config (configs/search/toyworld_simulator.yaml) sends it the same.
+SIMULATION_TEMPLATE = "project"
 PERSON_QUERY_KINDS = ("full", "question", "last", "first", "relation", "misspelled", "similar_name")
 BRIDGE_QUERY_KINDS = ("bridge_full", "bridge_misspelled", "relation")
 GOOD_KINDS = frozenset({"full", "question", "bridge_full"})
@@ -205,7 +208,12 @@ def build_simtune_pairs(
                 "documents": texts,
                 "label": label,
                 "prompt": simulation_messages(
-                    query, question.text, list(question.answers), useful=label == "useful", mode=mode
+                    query,
+                    question.text,
+                    list(question.answers),
+                    useful=label == "useful",
+                    mode=mode,
+                    template=SIMULATION_TEMPLATE,
                 ),
                 "response": format_documents(texts),
             }

@@ -15,6 +15,7 @@ import pytest
 from llm_agent.search import SearchRequest
 from zerosearch.search import SimulateConfig, SimulateSFTBackend
 from zerosearch.search.simulate import row_context
+from zerosearch.templates import render_simulation_prompt
 from zerosearch.utils.serving import find_free_port
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "serve_simulator.sh"
@@ -52,10 +53,34 @@ def _search_through(engine: str, model: Path, extra: list[str], tmp_path: Path) 
             for i in range(4)
         ]
         with SimulateSFTBackend(config) as backend:
-            return backend.search(requests, noise_prob=0.5)
+            results = backend.search(requests, noise_prob=0.5)
+        _post_as_the_reference_client(f"http://127.0.0.1:{port}")
+        return results
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the script's trap stops the server too
         proc.wait(timeout=60)
+
+
+def _post_as_the_reference_client(url: str) -> None:
+    """The request the released simulators were used with, byte for byte as the reference client builds it:
+    model '', an empty system message, the prompt as a list of one text part, 600 tokens at temperature 0.8."""
+    import httpx
+
+    prompt = render_simulation_prompt(
+        "eiffel tower architect", "Who designed the Eiffel Tower?", ["Eiffel"], True
+    )
+    body = {
+        "model": "",
+        "max_tokens": 600,
+        "temperature": 0.8,
+        "messages": [
+            {"role": "system", "content": ""},
+            {"role": "user", "content": [{"type": "text", "text": prompt}]},
+        ],
+    }
+    reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+    assert reply.status_code == 200, reply.text
+    assert isinstance(reply.json()["choices"][0]["message"]["content"], str)
 
 
 def _check(results: list) -> None:

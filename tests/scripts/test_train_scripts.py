@@ -95,7 +95,13 @@ def test_pairs_map_to_the_trainer_config_in_any_order():
     assert a["data"]["train_files"] == "/d/train.parquet" and a["data"]["val_files"] == ["/d/test.parquet"]
     assert (a["curriculum"]["start"], a["curriculum"]["end"]) == (0.25, 0.75)
     assert a["trainer"]["n_gpus_per_node"] == 4 and a["trainer"]["total_training_steps"] == 7
-    assert a["search"] == {"name": "simulate_prompt", "urls": ["http://10.1.2.3:6001"], "model": "sim-3b"}
+    assert a["search"] == {
+        "name": "simulate_prompt",
+        "urls": ["http://10.1.2.3:6001"],
+        "model": None,  # read from the server; SIMULATION_LLM is a label, as in the reference scripts
+        "template": "reference",
+    }
+    assert a["trainer"]["experiment_name"] == "m_grpo_simulate_prompt_sim-3b_0.25_0.75_simulate_turns_2"
     assert (a["agent"]["topk"], a["agent"]["max_turns"]) == (3, 2)
     assert a["algorithm"]["adv_estimator"] == "grpo"
 
@@ -154,3 +160,20 @@ def test_no_arguments_says_it_runs_the_cpu_demo_and_runs_it(script, algorithm):
     assert proc.stdout.split() == ["-m", "toyworld.pipeline", "--algorithm", algorithm]
     assert "no arguments: running the CPU toy-world demo" in proc.stderr
     assert "NAME VALUE pairs" in proc.stderr
+
+
+def test_ip_takes_a_comma_list_and_each_search_mode_has_its_own_port():
+    cfg = _job_config("MODEL_PATH", "/m", "DATA_PATH", "/d", "IP", "10.0.0.1, 10.0.0.2")
+    assert cfg["search"]["urls"] == ["http://10.0.0.1:6001", "http://10.0.0.2:6001"]
+    wiki = _job_config("MODEL_PATH", "/m", "DATA_PATH", "/d", "IP", "10.0.0.3", "SEARCH_MODE", "wiki")
+    assert wiki["search"] == {"name": "wiki", "url": "http://10.0.0.3:8000"}
+
+
+def test_runs_with_other_thresholds_get_other_run_folders():
+    low = _job_config("MODEL_PATH", "/models/Qwen2.5-3B", "DATA_PATH", "/d", "END_THRESHOLD", "0.25")
+    high = _job_config("MODEL_PATH", "/models/Qwen2.5-3B", "DATA_PATH", "/d", "END_THRESHOLD", "0.5")
+    # the run folder is outputs/<project>/<experiment_name>
+    assert low["trainer"]["experiment_name"] != high["trainer"]["experiment_name"]
+    assert (
+        low["trainer"]["experiment_name"] == "Qwen2.5-3B_grpo_simulate_sft_simulator_0_0.25_simulate_turns_5"
+    )

@@ -29,6 +29,7 @@ from toyworld.pipeline import (
     write_train_corpus,
 )
 from toyworld.report import TRAIN_FIXED_SOURCE, gain_over_control, read_learning
+from toyworld.simtune import SIMULATION_TEMPLATE
 from verl.trainer.main_ppo import CONFIG_DIR
 
 
@@ -61,6 +62,7 @@ def test_rl_searches_the_simulator_by_default_with_the_recipe_from_the_preset():
     assert cfg["agent"]["search"] == {
         "name": "simulate_sft",
         "urls": ["http://127.0.0.1:6001"],
+        "template": SIMULATION_TEMPLATE,  # the wording the toy simulator was tuned on
         "max_tokens": 256,
         "temperature": 0.5,
     }

@@ -72,7 +72,7 @@ def test_no_heldout_person_appears_anywhere(small_world, pairs):
 def test_sft_view_is_the_simulation_prompt_and_numbered_documents(pairs):
     row = next(r for r in pairs[0] if r["label"] == "noisy")
     assert row["prompt"] == simulation_messages(
-        row["query"], row["question"], row["golden_answers"], useful=False, mode="sft"
+        row["query"], row["question"], row["golden_answers"], useful=False, mode="sft", template="project"
     )
     assert row["prompt"][-1]["content"].rstrip().endswith("Noisy Output:")
     # The same "Doc i: ..." lines the agent loop writes into observations.

@@ -15,9 +15,11 @@ and `golden_answers` (a list of str).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
+import urllib.request
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +30,7 @@ from verl.utils.seed import derive_seed
 from zerosearch.search.balance import ServerPool
 from zerosearch.search.base import HttpSearchBackend, failed_result
 from zerosearch.search.client import AttemptError, HttpOptions, SearchBackendError, read_json
-from zerosearch.templates import simulation_messages
+from zerosearch.templates import DEFAULT_SIMULATION_TEMPLATE, check_simulation_template, simulation_messages
 
 # "Doc 3:", "doc 3.", "Document 3)" at the start of a line, optionally in bold.
 _DOC_MARKER = re.compile(r"^[ \t]*(?:\*\*)?doc(?:ument)?[ \t]*\d+[ \t]*[:.)](?:\*\*)?[ \t]*", re.I | re.M)
@@ -84,6 +86,9 @@ class SimulateConfig(HttpOptions):
     model: the served model name sent in each request; None asks the first server's /v1/models once.
     seed: seed of the noisy/useful draws.
     answer_mode: which golden answers go into the prompt: "first" (default) or "all".
+    template: the simulation prompt set (zerosearch/templates): "reference" (default), the text the released
+        simulation LLMs were tuned on, byte for byte; "project", the project's own wording; or a path with
+        {mode}/{label} in it (a file per case).
     max_tokens, temperature, top_p: sampling of the simulator's reply.
     api_key_env: name of an environment variable holding the servers' API key (`vllm serve --api-key`,
         SGLang `--api-key`), sent as a bearer token; None sends none. The key itself is never a config value.
@@ -93,6 +98,7 @@ class SimulateConfig(HttpOptions):
     model: str | None = None
     seed: int = 0
     answer_mode: Literal["first", "all"] = "first"
+    template: str = DEFAULT_SIMULATION_TEMPLATE
     max_tokens: int = 600
     temperature: float = 0.8
     top_p: float = 1.0
@@ -112,6 +118,23 @@ class SimulateConfig(HttpOptions):
             raise ValueError(f"SimulateConfig.max_tokens: must be >= 1, got {self.max_tokens}")
 
 
+def check_served_model(backend: str, model: str, urls: list[str], headers: dict[str, str]) -> None:
+    """Fail at start, not at the first search with a 404, when a server that answers does not serve `model`
+    (a server that does not answer yet is left to the search's retries)."""
+    for url in urls:
+        request = urllib.request.Request(f"{url}/v1/models", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                served = [str(m.get("id")) for m in json.load(response).get("data", [])]
+        except (OSError, ValueError, AttributeError):
+            continue
+        if served and model not in served:  # a server that lists no model cannot be checked
+            raise ValueError(
+                f"{backend}: search.model is {model!r}, but {url} serves {served}: leave search.model unset "
+                f"(the served name is read from the server) or set it to the served name"
+            )
+
+
 class SimulateSFTBackend(HttpSearchBackend):
     """Documents written by a fine-tuned simulation LLM (the paper's default search engine in training)."""
 
@@ -125,8 +148,15 @@ class SimulateSFTBackend(HttpSearchBackend):
             raise ValueError(
                 f"{self.name}: api_key_env names {config.api_key_env}, but that environment variable is not set"
             )
+        try:
+            check_simulation_template(config.template, self.mode)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"{self.name}: template {config.template!r}: {e}") from e
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if config.model is not None:
+            check_served_model(self.name, config.model, config.urls, headers)
         super().__init__(config, secrets=[key] if key else [])
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = headers
         self.pool = ServerPool(config.urls)
         self._rng = random.Random(config.seed)
         self._model = config.model
@@ -190,6 +220,7 @@ class SimulateSFTBackend(HttpSearchBackend):
                 useful=not noisy,
                 mode=self.mode,
                 answer_mode=self.config.answer_mode,
+                template=self.config.template,
             )
         except ValueError as e:
             raise ValueError(f"{self.name}: request {position} (query {req.query!r}): {e}") from e

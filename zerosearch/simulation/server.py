@@ -77,7 +77,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
     def check_common(req: SamplingFields) -> None:
-        if req.model is not None and req.model != served_model_name:
+        # An empty name means the served model, as the reference client sends it (and vLLM accepts it).
+        if req.model and req.model != served_model_name:
             raise APIError(
                 404,
                 f"model {req.model!r} is not served here; this server serves {served_model_name!r}",

@@ -20,7 +20,7 @@ FAST_RETRIES = {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05}
 
 
 def backend(url, **options) -> SimulateSFTBackend:
-    return SimulateSFTBackend(SimulateConfig(urls=url, model="m", **options))
+    return SimulateSFTBackend(SimulateConfig(urls=url, model="fake-simulator", **options))  # the fake's name
 
 
 def reqs(n: int, prefix: str = "q") -> list[SearchRequest]:

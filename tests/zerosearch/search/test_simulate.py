@@ -50,7 +50,7 @@ def test_answer_mode_all_puts_every_golden_answer_in_the_prompt(chat_server):
 
 
 def test_request_sends_the_configured_sampling_and_an_empty_system_message(chat_server):
-    server, url = chat_server()
+    server, url = chat_server(model="sim-14b")
     with backend(url, model="sim-14b", temperature=0.3, top_p=0.9) as b:
         b.search([req(0)])
     body = server.bodies[0]
@@ -237,3 +237,31 @@ def test_config_rejects_bad_values_naming_the_field():
         SimulateConfig(urls="http://x", answer_mode="best")
     with pytest.raises(ValueError, match=re.escape("SimulateConfig.concurrency")):
         SimulateConfig(urls="http://x", concurrency=0)
+
+
+def test_a_model_name_the_server_does_not_serve_fails_at_start(chat_server):
+    _, url = chat_server(model="simulator")
+    with pytest.raises(
+        ValueError, match=r"search.model is 'SimulationLLM_14B', but .* serves \['simulator'\]"
+    ):
+        backend(url, model="SimulationLLM_14B")
+    # a server that does not answer yet is left to the retries of the first search
+    backend("http://127.0.0.1:9", model="SimulationLLM_14B").close()
+
+
+def test_the_default_prompt_is_the_released_simulators_and_the_project_set_is_selectable(chat_server):
+    server, url = chat_server()
+    with backend(url) as b:
+        b.search([req(0)])
+    with backend(url, template="project") as b:
+        b.search([req(0)])
+    reference, project = (body["messages"][1]["content"] for body in server.bodies)
+    assert reference.startswith("You are the Google search engine.\n") and reference.endswith(
+        "Useful Output:\n"
+    )
+    assert project.startswith("You are a search engine.\n")
+
+
+def test_an_unknown_template_set_fails_at_start():
+    with pytest.raises(ValueError, match=r"template 'mine': unknown template 'mine_sft_useful'"):
+        backend("http://127.0.0.1:9", template="mine")

@@ -295,6 +295,15 @@ def test_bad_request_is_a_400_naming_the_field(server, endpoint, body, param):
     assert error["message"]
 
 
+def test_an_empty_model_name_means_the_served_model(server):
+    body = {
+        "model": "",
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+    }
+    assert httpx.post(f"{server.url}/v1/chat/completions", timeout=30, json=body).status_code == 200
+
+
 def test_unknown_model_name_is_a_404(server):
     r = httpx.post(
         f"{server.url}/v1/chat/completions",
