@@ -13,16 +13,21 @@
 # port, by default 6001 for the simulators (SEARCH_MODE simulate_sft / simulate_prompt) and 8000 for a
 # retriever (SEARCH_MODE wiki). SIMULATION_LLM: a label for the experiment name, as in the reference scripts
 # (the served model's name is read from the server; `-- search.model=NAME` sets it, checked at start).
-# EXPERIMENT_NAME defaults to <model>_<ALGORITHM>_<SEARCH_MODE>_<SIMULATION_LLM>_<START>_<END>_<SEARCH_ENGINE>
-# _turns_<MAX_TURNS>, the reference's naming, so runs with other thresholds do not share a run folder.
+# EXPERIMENT_NAME defaults to <model>_<ALGORITHM>_<SEARCH_MODE>_<SIMULATION_LLM>_<start>_<end>_<SEARCH_ENGINE>
+# _turns_<max turns>, the reference's naming (the numbers as the run uses them), so runs with other thresholds
+# do not share a run folder.
+#
+# PRESET (default: paper) selects configs/preset/<PRESET>.yaml, e.g. qwen2.5-3b-base with the paper's
+# thresholds for that policy. The preset's values win over the script's defaults: only the pairs given here
+# override it (`-- --cfg job` prints the resulting config instead of training).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 
-KNOWN="ALGORITHM NUM_GPUS_PER_NODE NNODES MODEL_PATH DATA_PATH TOTAL_STEPS IP PORT SEARCH_MODE SIMULATION_LLM \
-START_THRESHOLD END_THRESHOLD SEARCH_ENGINE RETRIEVER_URL MAX_TURNS TOPK PROJECT_NAME EXPERIMENT_NAME"
+KNOWN="ALGORITHM PRESET NUM_GPUS_PER_NODE NNODES MODEL_PATH DATA_PATH TOTAL_STEPS IP PORT SEARCH_MODE \
+SIMULATION_LLM START_THRESHOLD END_THRESHOLD SEARCH_ENGINE RETRIEVER_URL MAX_TURNS TOPK PROJECT_NAME EXPERIMENT_NAME"
 
 usage() {
   echo "usage: $(basename "$0") [NAME VALUE]... [-- hydra.key=value ...]" >&2
@@ -72,24 +77,33 @@ for host in "${HOSTS[@]}"; do
   host="${host// /}"
   [ -n "$host" ] && URLS="${URLS:+$URLS,}'http://$host:$PORT'"
 done
-START="${ARG[START_THRESHOLD]:-0}" END="${ARG[END_THRESHOLD]:-0.5}" TURNS="${ARG[MAX_TURNS]:-5}"
+PRESET="${ARG[PRESET]:-paper}"
+if [ ! -f "$ROOT/configs/preset/$PRESET.yaml" ]; then
+  echo "error: PRESET '$PRESET' has no configs/preset/$PRESET.yaml; available:" \
+    $(cd "$ROOT/configs/preset" && ls *.yaml | sed 's/\.yaml$//') >&2
+  exit 2
+fi
 MODEL_NAME="$(basename "${ARG[MODEL_PATH]}")"
-RUN_NAME="${MODEL_NAME}_${ALGORITHM}_${SEARCH_MODE}_${ARG[SIMULATION_LLM]:-simulator}_${START}_${END}_${ARG[SEARCH_ENGINE]:-simulate}_turns_${TURNS}"
+# Interpolations, resolved by the trainer: the name carries the thresholds and turns the run really uses.
+RUN_NAME="${MODEL_NAME}_${ALGORITHM}_${SEARCH_MODE}_${ARG[SIMULATION_LLM]:-simulator}_\${curriculum.start}"
+RUN_NAME="${RUN_NAME}_\${curriculum.end}_${ARG[SEARCH_ENGINE]:-simulate}_turns_\${agent.max_turns}"
 OVERRIDES=(
   "algorithm=$ALGORITHM"
+  "preset=$PRESET"
   "actor_rollout_ref.model.path=${ARG[MODEL_PATH]}"
   "data.train_files=${ARG[DATA_PATH]}/train.parquet"
   "data.val_files=[${ARG[DATA_PATH]}/test.parquet]"
-  "trainer.n_gpus_per_node=${ARG[NUM_GPUS_PER_NODE]:-1}"
-  "trainer.nnodes=${ARG[NNODES]:-1}"
-  "trainer.total_training_steps=${ARG[TOTAL_STEPS]:-203}"
-  "trainer.project_name=${ARG[PROJECT_NAME]:-zerosearch}"
-  "trainer.experiment_name=${ARG[EXPERIMENT_NAME]:-$RUN_NAME}"
-  "curriculum.start=$START"
-  "curriculum.end=$END"
-  "agent.max_turns=$TURNS"
-  "agent.topk=${ARG[TOPK]:-5}"
+  "trainer.experiment_name='${ARG[EXPERIMENT_NAME]:-$RUN_NAME}'"
 )
+# Only the pairs given: everything else is the preset's (or the trainer config's) value.
+declare -A KEY_OF=(
+  [NUM_GPUS_PER_NODE]=trainer.n_gpus_per_node [NNODES]=trainer.nnodes [TOTAL_STEPS]=trainer.total_training_steps
+  [PROJECT_NAME]=trainer.project_name [START_THRESHOLD]=curriculum.start [END_THRESHOLD]=curriculum.end
+  [MAX_TURNS]=agent.max_turns [TOPK]=agent.topk
+)
+for name in NUM_GPUS_PER_NODE NNODES TOTAL_STEPS PROJECT_NAME START_THRESHOLD END_THRESHOLD MAX_TURNS TOPK; do
+  [ -n "${ARG[$name]+given}" ] && OVERRIDES+=("${KEY_OF[$name]}=${ARG[$name]}")
+done
 case "$SEARCH_MODE" in
   simulate_sft|simulate_prompt)
     OVERRIDES+=("search=$SEARCH_MODE" "search.urls=[$URLS]")

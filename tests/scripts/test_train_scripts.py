@@ -22,9 +22,9 @@ def _run(*args: str, script: str = "train_grpo.sh") -> subprocess.CompletedProce
 
 
 def _job_config(*pairs: str, script: str = "train_grpo.sh") -> dict:
-    """The composed config the pairs produce (`--cfg job` prints it instead of training)."""
+    """The composed config the pairs produce, resolved (`--cfg job` prints it instead of training)."""
     separator = () if "--" in pairs else ("--",)
-    proc = _run(*pairs, *separator, "--cfg", "job", script=script)
+    proc = _run(*pairs, *separator, "--cfg", "job", "--resolve", script=script)
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)
 
@@ -175,5 +175,32 @@ def test_runs_with_other_thresholds_get_other_run_folders():
     # the run folder is outputs/<project>/<experiment_name>
     assert low["trainer"]["experiment_name"] != high["trainer"]["experiment_name"]
     assert (
-        low["trainer"]["experiment_name"] == "Qwen2.5-3B_grpo_simulate_sft_simulator_0_0.25_simulate_turns_5"
+        low["trainer"]["experiment_name"]
+        == "Qwen2.5-3B_grpo_simulate_sft_simulator_0.0_0.25_simulate_turns_5"
     )
+
+
+def test_a_preset_wins_over_the_script_defaults_and_only_given_pairs_override_it():
+    preset = _job_config("MODEL_PATH", "/m/Qwen2.5-3B", "DATA_PATH", "/d", "PRESET", "qwen2.5-3b-base")
+    assert (preset["curriculum"]["start"], preset["curriculum"]["end"]) == (0.0, 0.25)  # paper appendix
+    assert (
+        preset["trainer"]["experiment_name"]
+        == "Qwen2.5-3B_grpo_simulate_sft_simulator_0.0_0.25_simulate_turns_5"
+    )
+    mine = _job_config(
+        "MODEL_PATH", "/m", "DATA_PATH", "/d", "PRESET", "qwen2.5-3b-base", "END_THRESHOLD", "0.4"
+    )
+    assert mine["curriculum"]["end"] == 0.4
+    bad = _run("MODEL_PATH", "/m", "DATA_PATH", "/d", "PRESET", "qwen9")
+    assert bad.returncode == 2 and "PRESET 'qwen9'" in bad.stderr and "qwen2.5-3b-base" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "warmup"), [("train_grpo.sh", 0.95), ("train_reinforce.sh", 0.95), ("train_ppo.sh", 0.285)]
+)
+def test_the_defaults_are_the_reference_scripts(script, warmup):
+    cfg = _job_config("MODEL_PATH", "/m", "DATA_PATH", "/d", script=script)
+    assert cfg["actor_rollout_ref"]["actor"]["optim"]["lr_warmup_steps_ratio"] == warmup
+    trainer = cfg["trainer"]
+    assert (trainer["val_before_train"], trainer["test_freq"], trainer["save_freq"]) == (False, 300, 50)
+    assert trainer["total_training_steps"] == 203 and cfg["actor_rollout_ref"]["rollout"]["n"] == 5
