@@ -10,6 +10,7 @@ each row's context (question, golden answers) as an opaque mapping it hands to e
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from llm_agent.generation import GenerationConfig, LLMGenerationManager
@@ -127,6 +128,29 @@ class ZeroSearchAgentLoop:
             return [self.val_search] * len(batch)
         sources = batch.non_tensor_batch["data_source"]
         return [self.val_search_by_source.get(str(s), self.val_search) for s in sources]
+
+    def plan_validation(self, rows: int, validations: int) -> None:
+        """Before training: for each paid engine validation searches (Google through SerpAPI), require a
+        request budget and print how many requests the run's validations may send, at most (every one of
+        `rows` searching in every turn, `validations` times), with the cost when its price is set."""
+        planned = rows * self.generation.max_turns * validations
+        keys = {id(self.val_search): "val_search" if self.val_search is not self.search else "search"}
+        for source, backend in self.val_search_by_source.items():
+            keys.setdefault(id(backend), f"agent.val_search_by_source.{source}")
+        backends = {id(b): b for b in (self.val_search, *self.val_search_by_source.values())}
+        for key_id, backend in backends.items():
+            estimate = getattr(backend.config, "estimate", None)
+            if estimate is None:  # not a paid engine
+                continue
+            key = keys[key_id]
+            if backend.config.max_requests is None:
+                raise ConfigError(
+                    f"validation searches {backend.name}, a paid engine: this run's {validations} validation(s) of "
+                    f"{rows} rows may send {estimate(planned)}. Set {key}.max_requests to confirm a budget (and "
+                    f"{key}.cost_per_1k_requests to see the cost), or validate with the simulator at noise 0 "
+                    f"(val_search: null) or a local retriever"
+                )
+            print(f"[validation] {key} ({backend.name}): {estimate(planned)}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """Close every backend once (several names may share one)."""

@@ -118,3 +118,38 @@ def test_the_step_noise_is_bound_into_the_backend_and_each_request_carries_its_r
         {"question": f"where is item {k}?", "golden_answers": (f"a{k}",)} for k in range(len(SOURCES))
     ]
     recording.close()
+
+
+def test_paid_validation_needs_a_budget_and_prints_its_estimate(tokenizer, tmp_path, monkeypatch, capsys):
+    from verl.utils.config import ConfigError
+
+    monkeypatch.setenv("SERPAPI_API_KEY", "sk-test")
+    google = {"name": "google", "base_url": "http://127.0.0.1:9"}
+
+    def loop(**val_search):
+        return ZeroSearchAgentLoop(
+            tokenizer,
+            total_training_steps=10,
+            max_prompt_length=64,
+            search={"name": "local", "corpus": corpus(tmp_path / "train.jsonl", "training engine page")},
+            curriculum={"start": 0.0, "end": 0.5},
+            val_search={**google, **val_search},
+            max_turns=2,
+        )
+
+    unbudgeted = loop()
+    with pytest.raises(
+        ConfigError, match=r"3 validation\(s\) of 500 rows may send up to 3,000 .*val_search\.max_requests"
+    ):
+        unbudgeted.plan_validation(rows=500, validations=3)
+    unbudgeted.close()
+    budgeted = loop(max_requests=5000, cost_per_1k_requests=10.0)
+    budgeted.plan_validation(rows=500, validations=3)
+    budgeted.close()
+    assert (
+        "val_search (google): up to 3,000 SerpAPI requests (~$30.00); budget max_requests=5000"
+        in capsys.readouterr().err
+    )
+    free = make_loop(tokenizer, tmp_path)  # a local engine costs nothing: no budget asked
+    free.plan_validation(rows=500, validations=3)
+    free.close()

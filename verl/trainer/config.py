@@ -183,6 +183,15 @@ class TrainerConfig:
         """Data-parallel ranks: trainer.nnodes x trainer.n_gpus_per_node."""
         return self.nnodes * self.n_gpus_per_node
 
+    def planned_validations(self, start_step: int = 0) -> int:
+        """How many validations a run from `start_step` does: before training (when asked, from step 0),
+        every test_freq steps and at the end; val_only: one."""
+        if self.val_only:
+            return 1
+        steps = range(start_step + 1, int(self.total_training_steps or 0) + 1)
+        before = 1 if self.val_before_train and start_step == 0 else 0
+        return before + sum(self.due(self.test_freq, step) for step in steps)
+
     def due(self, freq: int, step: int) -> bool:
         """Whether validation (test_freq) or a checkpoint (save_freq) is due after `step`: every `freq` steps
         and after the last one; 0 = after the last step only; -1 = never."""

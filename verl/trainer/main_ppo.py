@@ -90,6 +90,13 @@ def run(raw: dict) -> dict[str, float]:
         # Hydra wraps the agent's own error (e.g. an unknown search backend); show that one.
         raise ConfigError(f"agent ({cfg.agent['_target_']}): {e.__cause__ or e}") from e
 
+    plan = getattr(agent, "plan_validation", None)
+    if val is not None and plan is not None:
+        try:
+            plan(len(val), trainer.planned_validations())
+        except ConfigError:
+            agent.close()
+            raise
     device = _device(cfg)
     init_ray(num_cpus=cfg.ray_init.num_cpus, env_vars={"TOKENIZERS_PARALLELISM": "false"})
     pool = RayResourcePool(

@@ -42,6 +42,9 @@ class AgentLoop(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: `plan_validation(rows, validations)`, called once before any worker starts, may refuse a run
+    # whose validations would cost too much (e.g. a paid search engine without a budget).
+
 
 class WorkerGroupRollout(RolloutEngine):
     """The worker group's rollout engines behind the RolloutEngine interface: each call splits the prompts over

@@ -31,6 +31,9 @@ class GoogleConfig(HttpOptions):
     base_url: SerpAPI's address (tests point it at a local fake).
     engine, gl, hl, location: SerpAPI parameters (search engine, country, language, location); None omits one.
     use_answer_box: put Google's answer box, when present, first among the documents.
+    max_requests: the most queries this backend sends over the run (a paid engine's budget); None = no limit.
+        Required when Google is a validation engine (the agent says how many requests a run may need).
+    cost_per_1k_requests: your SerpAPI plan's price per 1000 searches, to print cost estimates; None = unknown.
     """
 
     api_key_env: str = "SERPAPI_API_KEY"
@@ -40,10 +43,24 @@ class GoogleConfig(HttpOptions):
     hl: str | None = "en"
     location: str | None = None
     use_answer_box: bool = True
+    max_requests: int | None = None
+    cost_per_1k_requests: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.base_url = self.base_url.rstrip("/")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ValueError(f"GoogleConfig.max_requests: must be >= 1 or null, got {self.max_requests}")
+
+    def estimate(self, requests: int) -> str:
+        """'N requests (~$C)' for a planned number of requests, against the budget."""
+        cost = (
+            ""
+            if self.cost_per_1k_requests is None
+            else f" (~${requests * self.cost_per_1k_requests / 1000:,.2f})"
+        )
+        budget = "no budget set" if self.max_requests is None else f"budget max_requests={self.max_requests}"
+        return f"up to {requests:,} SerpAPI requests{cost}; {budget}"
 
 
 def serp_documents(body: dict, topk: int, use_answer_box: bool = True) -> list[str]:
@@ -60,6 +77,10 @@ def serp_documents(body: dict, topk: int, use_answer_box: bool = True) -> list[s
     return [d for d in docs if d][:topk]
 
 
+class SearchBudgetError(RuntimeError):
+    """A paid engine's request budget (max_requests) would be exceeded: nothing more is sent."""
+
+
 class GoogleBackend(HttpSearchBackend):
     name = "google"
     config_class = GoogleConfig
@@ -73,11 +94,19 @@ class GoogleBackend(HttpSearchBackend):
             )
         super().__init__(config, secrets=[key])
         self._api_key = key
+        self.requests_sent = 0  # queries sent over the run, against max_requests
 
     def server_urls(self) -> list[str]:
         return [self.config.base_url]
 
     async def _search_batch(self, requests: list[SearchRequest], noise_prob: float) -> list[SearchResult]:
+        budget = self.config.max_requests
+        if budget is not None and self.requests_sent + len(requests) > budget:
+            raise SearchBudgetError(
+                f"google search backend: the request budget max_requests={budget} would be exceeded "
+                f"({self.requests_sent} sent, {len(requests)} more asked); raise max_requests to go on"
+            )
+        self.requests_sent += len(requests)
         return list(await asyncio.gather(*(self._one(req) for req in requests)))
 
     async def _one(self, req: SearchRequest) -> SearchResult:

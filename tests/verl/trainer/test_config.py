@@ -57,3 +57,16 @@ def test_the_step_count_reaches_every_schedule_and_the_record_keeps_the_domain(t
     record = cfg.to_dict()
     assert record["curriculum"] == {"start": 0.0, "end": 0.5} and record["critic"]["model"]["path"]
     assert record["actor_rollout_ref"]["actor"]["mini_batch_samples"] == 64  # derived fields are recorded
+
+
+@pytest.mark.parametrize(
+    ("settings", "count"),
+    [
+        ({"total_training_steps": 203, "test_freq": 300, "val_before_train": False}, 1),  # the paper preset
+        ({"total_training_steps": 203, "test_freq": 10, "val_before_train": True}, 22),
+        ({"total_training_steps": 10, "test_freq": -1, "val_before_train": False}, 0),
+        ({"val_only": True}, 1),
+    ],
+)
+def test_planned_validations(settings, count):
+    assert TrainerConfig(**settings).planned_validations() == count

@@ -107,6 +107,25 @@ def test_the_domain_sections_fail_before_any_worker_starts(dataset, tiny_model_d
     assert ray.is_initialized() == ray_was_running
 
 
+def test_paid_validation_without_a_budget_stops_before_any_worker_starts(
+    dataset, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setenv("SERPAPI_API_KEY", "sk-test")
+    cfg = _config(
+        [
+            *valid_overrides(dataset, tiny_model_dir),
+            f"data.val_files=[{dataset}]",
+            "val_search={name: google, base_url: 'http://127.0.0.1:9'}",
+        ]
+    )
+    ray_was_running = ray.is_initialized()
+    # the trainer config's defaults: 203 steps, validation before training and every 10 steps = 22 passes
+    message = r"22 validation\(s\) of 4 rows may send up to 440 .*val_search\.max_requests"
+    with pytest.raises(ConfigError, match=message):
+        run(cfg)
+    assert ray.is_initialized() == ray_was_running
+
+
 def _train_three_steps(dataset: Path, model: Path, tmp_path: Path, extra: list[str]) -> Path:
     """python -m verl.trainer.main_ppo, 3 steps against the built-in simulation server: on 2 CPU ranks unless
     `extra` overrides say otherwise; returns the run folder."""

@@ -108,3 +108,23 @@ def test_a_query_without_results_is_an_empty_page_not_an_error(serp_server, api_
     with google(url) as b:
         (result,) = b.search([SearchRequest("zxqv qqq")])
     assert result.documents == [] and result.error is None and result.meta["empty_output"] is True
+
+
+def test_the_request_budget_stops_before_it_is_exceeded(serp_server, api_key):
+    from zerosearch.search.google import SearchBudgetError
+
+    server, url = serp_server()
+    with google(url, max_requests=3) as b:
+        b.search([SearchRequest("a"), SearchRequest("b")])
+        with pytest.raises(
+            SearchBudgetError, match=r"max_requests=3 would be exceeded \(2 sent, 2 more asked\)"
+        ):
+            b.search([SearchRequest("c"), SearchRequest("d")])
+        b.search([SearchRequest("e")])  # what still fits is sent
+    assert server.calls == 3
+
+
+def test_the_estimate_names_requests_cost_and_budget():
+    config = GoogleConfig(max_requests=5000, cost_per_1k_requests=15.0)
+    assert config.estimate(3500) == "up to 3,500 SerpAPI requests (~$52.50); budget max_requests=5000"
+    assert GoogleConfig().estimate(10) == "up to 10 SerpAPI requests; no budget set"
