@@ -129,6 +129,21 @@ class ZeroSearchAgentLoop:
         sources = batch.non_tensor_batch["data_source"]
         return [self.val_search_by_source.get(str(s), self.val_search) for s in sources]
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The domain's settings that define a run, kept in its checkpoints: the curriculum (start, end, shape)
+        and the training engine (its name and, for a simulator, its prompt set); not where servers run."""
+        search = self.search.config
+        return {
+            "curriculum": {
+                "start": self.schedule.start,
+                "end": self.schedule.end,
+                "base": self.schedule.base,
+                "kind": self.schedule.kind,
+            },
+            "search.name": self.search.name,
+            "search.template": getattr(search, "template", None),
+        }
+
     def plan_validation(self, rows: int, validations: int) -> None:
         """Before training: for each paid engine validation searches (Google through SerpAPI), require a
         request budget and print how many requests the run's validations may send, at most (every one of

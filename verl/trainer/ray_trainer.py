@@ -5,7 +5,9 @@ knows nothing of search: the agent loop and the reward function come from the co
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -43,7 +45,9 @@ class AgentLoop(Protocol):
     def close(self) -> None: ...
 
     # Optional: `plan_validation(rows, validations)`, called once before any worker starts, may refuse a run
-    # whose validations would cost too much (e.g. a paid search engine without a budget).
+    # whose validations would cost too much (e.g. a paid search engine without a budget); `fingerprint()`,
+    # the domain's settings that define a run (e.g. the curriculum and the search engine), kept in checkpoints
+    # so that a run folder never resumes a run with other settings.
 
 
 class WorkerGroupRollout(RolloutEngine):
@@ -104,6 +108,19 @@ def batch_from_items(batch: dict[str, list]) -> DataProto:
 
 class TrainingStopped(RuntimeError):
     """A training step failed; the message says in which step and stage, what was saved and how to go on."""
+
+
+class RunMismatch(RuntimeError):
+    """The run folder's checkpoint was made with other settings; the message names them and how to go on."""
+
+
+def fingerprint_changes(saved: dict, current: dict) -> list[str]:
+    """'key: saved -> current' for every setting that differs (a key missing on one side counts)."""
+    return [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
 
 
 class RayPPOTrainer:
@@ -338,6 +355,19 @@ class RayPPOTrainer:
         return out
 
     # ----- checkpoints ---------------------------------------------------------------------------------
+    def fingerprint(self) -> dict:
+        """The settings that define this run: what a checkpoint must agree with to be resumed. The engine's
+        (policy, training data, algorithm) and the agent's own (`fingerprint()`, when it has one), as flat
+        JSON-safe `key: value` pairs named by their config keys."""
+        cfg = self.cfg
+        engine = {
+            "actor_rollout_ref.model.path": cfg.actor_rollout_ref.model.path,
+            "data.train_files": list(cfg.data.train_files),
+            "algorithm.adv_estimator": cfg.algorithm.adv_estimator,
+        }
+        domain = getattr(self.agent, "fingerprint", None)
+        return json.loads(json.dumps({**engine, **(domain() if domain else {})}, default=str))
+
     def save_checkpoint(self, step: int | None = None, loader_state: dict | None = None) -> Path:
         """Save the state after `step` (default: the current one) as checkpoints/global_step_<step>.
 
@@ -345,7 +375,10 @@ class RayPPOTrainer:
         when all parts are on disk (verl.utils.checkpoint), so a run killed while saving never resumes from
         half a checkpoint. loader_state: the data position to store (default: the loader's current one)."""
         step = self.global_step if step is None else step
-        extra = {"dataloader": loader_state or self.train_loader.state_dict()}
+        extra = {
+            "dataloader": loader_state or self.train_loader.state_dict(),
+            "fingerprint": self.fingerprint(),
+        }
         if isinstance(self.kl_ctrl, algorithms.AdaptiveKLController):  # its coefficient moves with training
             extra["kl_coef"] = self.kl_ctrl.value
         with ckpt.write_checkpoint(self.ckpt_root, step) as staging:
@@ -373,6 +406,7 @@ class RayPPOTrainer:
         path = self.resume_path()
         if path is None:
             return
+        self._check_fingerprint(path)
         state = self.actor_rollout_wg.load_checkpoint(str(path))[0]
         if self.critic_wg is not None:
             self.critic_wg.load_checkpoint(str(path))
@@ -383,6 +417,22 @@ class RayPPOTrainer:
         if "kl_coef" in extra:
             self.kl_ctrl.value = float(extra["kl_coef"])
         logger.info("resumed from %s at step %d", path, self.global_step)
+
+    def _check_fingerprint(self, path: Path) -> None:
+        """Refuse to resume a checkpoint made with other defining settings (before any weight is loaded)."""
+        state_file = Path(path) / "trainer_state.json"
+        if not state_file.is_file():
+            return  # loading names the problem
+        saved = json.loads(state_file.read_text()).get("extra_state", {}).get("fingerprint")
+        changes = fingerprint_changes(saved, self.fingerprint()) if saved is not None else []
+        if changes:
+            raise RunMismatch(
+                f"{path} was saved by a run with other settings, so this run does not resume it:\n  "
+                + "\n  ".join(changes)
+                + "\nTo start a new run, give it its own folder (trainer.experiment_name or "
+                "trainer.default_local_dir); to train from the start in this folder anyway, "
+                "trainer.resume_mode=disable; to resume that run, use its settings."
+            )
 
     def _stop(
         self, error: Exception, step: int, stage: str, intact: tuple[int, dict] | None
@@ -417,6 +467,15 @@ class RayPPOTrainer:
         trainer = self.cfg.trainer
         ckpt.remove_stale_staging(self.ckpt_root)  # parts of checkpoints whose writer was killed
         self.maybe_resume()
+        if not trainer.val_only and self.global_step >= self.total_steps > 0:
+            message = (
+                f"this run is finished: it resumed at step {self.global_step} of {self.total_steps} from "
+                f"{self.ckpt_root}; nothing to train. Raise trainer.total_training_steps to train on, or give a "
+                "new run its own trainer.experiment_name."
+            )
+            logger.warning(message)
+            print(message, file=sys.stderr, flush=True)
+            return {}
         last_val: dict[str, float] = {}
         if self.val_dataset is not None and (
             trainer.val_only or (trainer.val_before_train and self.global_step == 0)

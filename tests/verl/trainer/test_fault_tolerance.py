@@ -326,3 +326,30 @@ def test_a_server_down_past_the_retry_budget_stops_with_a_checkpoint_and_a_way_o
         proc = _finish(cmd, tmp_path / "resume.log")
         assert proc.returncode == 0, (tmp_path / "resume.log").read_text()[-3000:]
     assert [s["step"] for s in read_steps(run_dir)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_run_folder_never_resumes_a_run_with_other_settings_and_a_finished_run_says_so(
+    dataset, tiny_model_dir, tmp_path
+):
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    with ServerProcess(
+        "zerosearch.simulation.server", ["--model", str(tiny_model_dir)], find_free_port()
+    ) as sim:
+        first = trainer_command(dataset, tiny_model_dir, sim.url, run_dir, 2, ["trainer.save_freq=1"])
+        assert _finish(first, log).returncode == 0, log.read_text()[-3000:]
+        state = json.loads((run_dir / "checkpoints" / "global_step_2" / "trainer_state.json").read_text())
+        assert state["extra_state"]["fingerprint"]["curriculum"]["end"] == 0.5
+
+        other = trainer_command(dataset, tiny_model_dir, sim.url, run_dir, 4, ["curriculum.end=0.25"])
+        proc = _finish(other, log)
+        assert proc.returncode != 0
+        text = log.read_text()
+        assert "was saved by a run with other settings" in text and "curriculum: {" in text
+        assert "'end': 0.5" in text and "'end': 0.25" in text and "trainer.experiment_name" in text
+        assert read_steps(run_dir)[-1]["step"] == 2  # nothing trained
+
+        again = _finish(first, log)
+        assert again.returncode == 0 and "this run is finished: it resumed at step 2 of 2" in log.read_text()
+        assert read_steps(run_dir)[-1]["step"] == 2
