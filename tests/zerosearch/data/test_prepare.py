@@ -12,11 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
+from tests.zerosearch.data.flashrag import SPLITS, record, write_flashrag
 from verl.utils.dataset import RLHFDataset
 from zerosearch.data.prepare import PrepareError, main, prepare, question_text
 from zerosearch.data.schema import read_dataset, row_problem
 
-# The splits each dataset has on the hub, and rows per split here (500+ where the paper samples 500).
+# Rows per split (500+ where the paper samples 500), in the splits each dataset has on the hub.
 LAYOUT = {
     "nq": {"train": 30, "dev": 10, "test": 600},
     "triviaqa": {"train": 10, "dev": 10, "test": 520},
@@ -29,31 +30,10 @@ LAYOUT = {
 TEST_SPLIT = {"nq": "test", "triviaqa": "test", "popqa": "test", "bamboogle": "test"}  # else dev
 
 
-def _record(dataset: str, split: str, i: int) -> dict:
-    # Every third question lacks its "?" and carries stray spaces; metadata fields differ by dataset.
-    question = f"  what is fact {i} of {dataset} {split}" + ("" if i % 3 == 0 else "?")
-    metadata = {"type": "bridge", "level": i % 3} if dataset == "hotpotqa" else {"popularity": float(i)}
-    return {
-        "id": f"{split}_{i}",
-        "question": question,
-        "golden_answers": [f"answer {i}", f"alias {i}"],
-        "metadata": metadata,
-    }
-
-
 @pytest.fixture(scope="module")
 def flashrag(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flashrag")
-    for dataset, splits in LAYOUT.items():
-        (root / dataset).mkdir()
-        for split, size in splits.items():
-            records = [_record(dataset, split, i) for i in range(size)]
-            if dataset == "musique":  # parquet works as well as jsonl
-                pq.write_table(pa.Table.from_pylist(records), root / dataset / f"{split}.parquet")
-            else:
-                lines = "".join(json.dumps(r) + "\n" for r in records)
-                (root / dataset / f"{split}.jsonl").write_text(lines, encoding="utf-8")
-    return root
+    assert {name: tuple(splits) for name, splits in LAYOUT.items()} == SPLITS
+    return write_flashrag(tmp_path_factory.mktemp("flashrag"), LAYOUT)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +54,7 @@ def test_the_test_set_takes_500_per_dataset_from_test_else_dev_and_bamboogle_who
 def test_rows_keep_the_source_record_and_follow_the_question_rule(test_set):
     for row in read_dataset(test_set):
         name, split, index = row["data_source"], row["extra_info"]["split"], row["extra_info"]["index"]
-        source = _record(name, split, index)
+        source = record(name, split, index)
         assert row["question"] == source["question"].strip() + ("" if index % 3 else "?")
         assert row["question"].endswith("?") and not row["question"].endswith("??")
         assert (
