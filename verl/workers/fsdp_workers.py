@@ -51,7 +51,7 @@ from verl.utils.seed import load_rng_state, save_rng_state
 from verl.workers.actor import DataParallelPPOActor
 from verl.workers.config import ActorConfig, ActorRolloutRefConfig, CriticConfig, FSDPConfig
 from verl.workers.critic import DataParallelPPOCritic, load_value_model
-from verl.workers.rollout import RolloutSamplingParams, get_rollout_class
+from verl.workers.rollout import RolloutSamplingParams, get_rollout_class, resolve_rollout_name
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class ActorRolloutRefWorker:
         model_config = self.config.model
         self.tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer_path or model_config.path)
         if self.has_rollout:  # first: an engine reserving device memory must do it before training takes any
-            rollout_cls = get_rollout_class(self.config.rollout.name)
+            rollout_cls = get_rollout_class(resolve_rollout_name(self.config.rollout.name, self.device.type))
             self.rollout = rollout_cls.from_config(
                 model_config.path, self.tokenizer, self.device, self.config.rollout
             )

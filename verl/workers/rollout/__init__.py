@@ -7,6 +7,7 @@ from verl.workers.rollout.base import (
     RolloutSamplingParams,
     get_rollout_class,
     register_rollout,
+    resolve_rollout_name,
 )
 from verl.workers.rollout.hf import HFRollout
 
@@ -17,4 +18,5 @@ __all__ = [
     "RolloutSamplingParams",
     "get_rollout_class",
     "register_rollout",
+    "resolve_rollout_name",
 ]

@@ -112,6 +112,15 @@ def register_rollout(name: str):
 _OPTIONAL_BACKENDS = {"vllm": "verl.workers.rollout.vllm"}
 
 
+def resolve_rollout_name(name: str, device_type: str) -> str:
+    """`auto`: vLLM on a GPU where it is installed (the reference scripts' engine), else transformers."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "vllm" if device_type == "cuda" and importlib.util.find_spec("vllm") is not None else "hf"
+
+
 def get_rollout_class(name: str) -> type[RolloutEngine]:
     if name not in ROLLOUT_ENGINES and name in _OPTIONAL_BACKENDS:
         import importlib

@@ -188,3 +188,16 @@ def test_cuda_greedy_equals_cpu_and_seeds_reproduce(sharp_model_dir, rollout, pr
     params = RolloutSamplingParams(n=2, temperature=1.0, top_p=0.9, max_tokens=12, seed=4, logprobs=True)
     first, again = engine.generate(prompts, params), engine.generate(prompts, params)
     assert [[o.token_ids for o in g] for g in first] == [[o.token_ids for o in g] for g in again]
+
+
+def test_auto_picks_vllm_on_a_gpu_where_installed_else_transformers(monkeypatch):
+    import importlib.util
+
+    from verl.workers.rollout import resolve_rollout_name
+
+    installed = importlib.util.find_spec("vllm") is not None
+    assert resolve_rollout_name("auto", "cpu") == "hf"
+    assert resolve_rollout_name("auto", "cuda") == ("vllm" if installed else "hf")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "vllm" else None)
+    assert resolve_rollout_name("auto", "cuda") == "vllm"
+    assert resolve_rollout_name("hf", "cuda") == "hf"  # a named backend is taken as named
