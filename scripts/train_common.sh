@@ -56,12 +56,15 @@ while [ "$#" -gt 0 ]; do
   shift 2
 done
 
+require_config() {  # NAME GROUP VALUE: configs/GROUP/VALUE.yaml must exist, else list the group's files
+  if [ ! -f "$ROOT/configs/$2/$3.yaml" ]; then
+    echo "error: $1 '$3' has no configs/$2/$3.yaml; available:" \
+      $(cd "$ROOT/configs/$2" && ls *.yaml | sed 's/\.yaml$//') >&2
+    exit 2
+  fi
+}
 ALGORITHM="${ARG[ALGORITHM]:-$ALGORITHM}"
-if [ ! -f "$ROOT/configs/algorithm/$ALGORITHM.yaml" ]; then
-  echo "error: ALGORITHM '$ALGORITHM' has no configs/algorithm/$ALGORITHM.yaml; available:" \
-    $(cd "$ROOT/configs/algorithm" && ls *.yaml | sed 's/\.yaml$//') >&2
-  exit 2
-fi
+require_config ALGORITHM algorithm "$ALGORITHM"
 
 for required in MODEL_PATH DATA_PATH; do
   if [ -z "${ARG[$required]:-}" ]; then echo "error: $required is required" >&2; usage; exit 2; fi
@@ -78,11 +81,7 @@ for host in "${HOSTS[@]}"; do
   [ -n "$host" ] && URLS="${URLS:+$URLS,}'http://$host:$PORT'"
 done
 PRESET="${ARG[PRESET]:-paper}"
-if [ ! -f "$ROOT/configs/preset/$PRESET.yaml" ]; then
-  echo "error: PRESET '$PRESET' has no configs/preset/$PRESET.yaml; available:" \
-    $(cd "$ROOT/configs/preset" && ls *.yaml | sed 's/\.yaml$//') >&2
-  exit 2
-fi
+require_config PRESET preset "$PRESET"
 MODEL_NAME="$(basename "${ARG[MODEL_PATH]}")"
 # Interpolations, resolved by the trainer: the name carries the thresholds and turns the run really uses.
 RUN_NAME="${MODEL_NAME}_${ALGORITHM}_${SEARCH_MODE}_${ARG[SIMULATION_LLM]:-simulator}_\${curriculum.start}"
