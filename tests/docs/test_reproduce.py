@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import TINY_HUB_ID
 from tests.zerosearch.data.flashrag import SPLITS, write_flashrag
+from zerosearch.utils.serving import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "reproduce.md"
@@ -68,9 +69,8 @@ def test_the_guide_has_its_settings_and_steps_in_order():
 @pytest.mark.timeout(1200)
 def test_every_step_of_the_guide_runs_at_toy_scale(tmp_path, tiny_model_dir, tiny_model_hub_cache):
     _, steps = blocks(GUIDE.read_text())
-    source = write_flashrag(
-        tmp_path / "flashrag", {name: dict.fromkeys(splits, 3) for name, splits in SPLITS.items()}
-    )
+    rows = {name: 5 if name == "bamboogle" else 3 for name in SPLITS}  # one dataset larger than the rest
+    source = write_flashrag(tmp_path / "flashrag", {n: dict.fromkeys(s, rows[n]) for n, s in SPLITS.items()})
     run_dir = tmp_path / "run"
     settings = {
         "DATA": str(tmp_path / "data"),
@@ -78,6 +78,7 @@ def test_every_step_of_the_guide_runs_at_toy_scale(tmp_path, tiny_model_dir, tin
         "POLICY": TINY_HUB_ID,  # a hub id, resolved offline from the test's cache
         "SIMULATOR": str(tiny_model_dir),
         "ENGINE": "builtin",
+        "SIM_PORT": str(find_free_port()),
         "SIM_PYTHON": sys.executable,
         "SIM_GPUS": "",
         "TRAIN_GPUS": "",
@@ -123,3 +124,8 @@ def test_every_step_of_the_guide_runs_at_toy_scale(tmp_path, tiny_model_dir, tin
         "val/f1/bamboogle" in lines[1] and lines[2]["val/f1/nq"] == lines[1]["val/f1/nq"]
     )  # same weights, greedy
     assert (run_dir / "checkpoints" / "global_step_2").is_dir()
+    # the paper's Avg counts each dataset once; the pooled figure counts each row
+    per_source = {name: lines[2][f"val/f1/{name}"] for name in SPLITS}
+    assert lines[2]["val/f1/avg_over_sources"] == pytest.approx(sum(per_source.values()) / len(per_source))
+    pooled = sum(per_source[n] * rows[n] for n in SPLITS) / sum(rows.values())
+    assert lines[2]["val/f1/all"] == pytest.approx(pooled)

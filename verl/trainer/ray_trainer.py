@@ -333,8 +333,9 @@ class RayPPOTrainer:
 
     # ----- validation ----------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Every validation prompt once (greedy by default, last partial batch kept); EM, cover-EM and F1 per
-        data_source, labelled as such."""
+        """Every validation prompt once (greedy by default, last partial batch kept); each metric (EM, cover-EM,
+        F1, ...) per data_source, pooled over every row (`all`: a large source weighs more) and averaged over the
+        sources (`avg_over_sources`: each source counts once, the paper's "Avg")."""
         per_source: dict[str, dict[str, list[float]]] = {}
         for items in validation_loader(self.val_dataset, self.cfg.data.val_batch_size):
             batch = batch_from_items(items)
@@ -352,6 +353,9 @@ class RayPPOTrainer:
         for key in {k for m in per_source.values() for k in m}:
             everything = [v for m in per_source.values() for v in m.get(key, [])]
             out[f"val/{key}/all"] = float(np.mean(everything))
+            out[f"val/{key}/avg_over_sources"] = float(
+                np.mean([np.mean(m[key]) for m in per_source.values() if key in m])
+            )
         return out
 
     # ----- checkpoints ---------------------------------------------------------------------------------

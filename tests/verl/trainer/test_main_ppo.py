@@ -150,6 +150,7 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
     assert all("actor/pg_loss" in s and "critic/score/mean" in s for s in steps)
     assert "critic/score/mean_where/no_noisy_search" in steps[0]  # little noise at the curriculum's start
     assert "val/f1/toy" in steps[-1] and "val/cover_em/all" in steps[-1]
+    assert steps[-1]["val/f1/avg_over_sources"] == steps[-1]["val/f1/toy"]  # one source: its own mean
     assert [s["search/noise_prob"] for s in steps] == sorted(s["search/noise_prob"] for s in steps)
     assert (run_dir / "samples.jsonl").read_text().count("\n") >= 3
 
