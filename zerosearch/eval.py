@@ -1,0 +1,369 @@
+"""Evaluate one policy on test files with a search engine, and write the paper's table (docs/eval.md).
+
+    python -m zerosearch.eval --model PATH_OR_HUB_ID --data FILE [FILE ...] --out DIR
+        [--engine local --corpus FILE | --engine wiki --url URL | --engine google --max-requests N
+         | --engine simulate --url URL] [--max-turns 5] [--topk 5] [--batch-size 32] [--compare NAME]
+
+Greedy decoding through the training's own agent loop, parsing and scoring (ZeroSearchAgentLoop in validation
+mode: a simulator answers at noise 0). Every row is evaluated, the last partial batch included. Each row's
+result is appended to `DIR/trajectories.jsonl` as its batch finishes, so rerunning the same command after a
+kill continues with the rows not yet done (no row twice, none lost). At the end: `DIR/results.json`,
+`DIR/results.md` (per data source: strict EM, cover-EM (what the paper's tables call EM), F1, answered rate,
+mean turns and searches, mean answer length in words; the average over datasets, as the paper's Avg, and the
+pooled figure over all rows, both labelled; the paper's figure beside ours with `--compare`) and two figures:
+`em_vs_paper.png` (cover-EM per dataset, with the paper's bars when compared) and `searches.png` (how many
+searches the trajectories of each dataset made).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from zerosearch.data.prepare import TEST_DATASETS
+
+METRICS = ("em", "cover_em", "f1", "has_answer")
+TRAJECTORIES = "trajectories.jsonl"
+ENGINES = ("local", "wiki", "google", "simulate")
+
+
+def paper_results() -> dict[str, dict[str, Any]]:
+    """The paper's rows that `--compare` accepts, with their source (zerosearch/data/paper_results.json)."""
+    return json.loads((resources.files("zerosearch.data") / "paper_results.json").read_text(encoding="utf-8"))
+
+
+def search_options(engine: str, corpus: str | None, url: str | None, max_requests: int | None) -> dict:
+    """The search backend's options for `--engine`; an error names the missing flag."""
+    if engine == "local":
+        if not corpus:
+            raise ValueError("--engine local needs --corpus FILE (a jsonl of {id, contents} documents)")
+        return {"name": "local", "corpus": corpus}
+    if engine in ("wiki", "simulate") and not url:
+        raise ValueError(
+            f"--engine {engine} needs --url (the {'retriever' if engine == 'wiki' else 'simulation'} server)"
+        )
+    if engine == "wiki":
+        return {"name": "wiki", "url": url}
+    if engine == "simulate":
+        return {"name": "simulate_sft", "urls": [url]}
+    if engine == "google":
+        return {"name": "google", "max_requests": max_requests}
+    raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def read_records(path: Path) -> dict[tuple[str, int], dict]:
+    """The rows already evaluated, by (data_source, index); a last line cut by a kill is dropped."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}: line {number} is not JSON") from None
+        records[(record["data_source"], record["index"])] = record
+    return records
+
+
+def row_record(item, response: str, columns: dict, row: int) -> dict:
+    """One evaluated row: its question, the whole response (observations included), each query and document
+    block, the answer and its scores."""
+    from zerosearch.reward import answer_metrics, extract_answer
+
+    answer = extract_answer(response)
+    return {
+        "data_source": item.data_source,
+        "index": item.index,
+        "question": item.question,
+        "golden_answers": list(item.golden_answers or []),
+        "response": response,
+        "queries": [q.strip() for q in re.findall(r"<search>(.*?)</search>", response, re.S)],
+        "documents": [d.strip() for d in re.findall(r"<information>(.*?)</information>", response, re.S)],
+        "answer": answer,
+        "answer_words": len(answer.split()) if answer else 0,
+        "turns": int(columns["turns"][row]),
+        "searches": int(columns["searches"][row]),
+        **answer_metrics(response, item.golden_answers or []),
+    }
+
+
+def aggregate(records: list[dict]) -> dict[str, Any]:
+    """Per data source, then the average over sources (each counts once) and the pooled figure (each row)."""
+    by_source: dict[str, list[dict]] = {}
+    for record in records:
+        by_source.setdefault(record["data_source"], []).append(record)
+    order = [s for s in TEST_DATASETS if s in by_source] + sorted(set(by_source) - set(TEST_DATASETS))
+
+    def summary(rows: list[dict]) -> dict[str, float]:
+        answered = [r for r in rows if r["answer"] is not None]
+        out = {metric: sum(r[metric] for r in rows) / len(rows) for metric in METRICS}
+        out["turns"] = sum(r["turns"] for r in rows) / len(rows)
+        out["searches"] = sum(r["searches"] for r in rows) / len(rows)
+        out["answer_words"] = sum(r["answer_words"] for r in answered) / len(answered) if answered else 0.0
+        return {"rows": len(rows), **out}
+
+    sources = {source: summary(by_source[source]) for source in order}
+    keys = [k for k in next(iter(sources.values())) if k != "rows"] if sources else []
+    average = {k: sum(s[k] for s in sources.values()) / len(sources) for k in keys} if sources else {}
+    return {
+        "sources": sources,
+        "avg_over_datasets": {"datasets": len(sources), **average},
+        "pooled": summary(records) if records else {},
+    }
+
+
+def results_table(results: dict, compare: dict | None) -> list[str]:
+    """The markdown table: percentages, as the paper prints them."""
+    head = "| dataset | rows | EM (strict) | cover-EM (the paper's EM) | F1 | answered | turns | searches | answer words |"
+    rule = "|---|---|---|---|---|---|---|---|---|"
+    if compare:
+        head, rule = head + " paper (cover-EM) |", rule + "---|"
+
+    def line(name: str, values: dict, rows: str, paper_key: str | None) -> str:
+        cells = [name, rows] + [f"{100 * values[m]:.2f}" for m in ("em", "cover_em", "f1", "has_answer")]
+        cells += [f"{values['turns']:.2f}", f"{values['searches']:.2f}", f"{values['answer_words']:.1f}"]
+        if compare:
+            paper = compare["values"].get(paper_key) if paper_key else None
+            cells.append("" if paper is None else f"{paper:.2f}")
+        return "| " + " | ".join(cells) + " |"
+
+    rows = [head, rule]
+    for source, values in results["sources"].items():
+        rows.append(line(source, values, str(values["rows"]), source))
+    average = results["avg_over_datasets"]
+    rows.append(line("**Avg (over datasets)**", average, f"{average['datasets']} datasets", "avg"))
+    rows.append(line("all rows (pooled)", results["pooled"], str(results["pooled"]["rows"]), None))
+    return rows
+
+
+def em_figure(results: dict, compare: dict | None):
+    """Cover-EM per dataset (the paper's EM), with the paper's bar beside each when compared."""
+    import matplotlib.pyplot as plt
+
+    sources = list(results["sources"])
+    positions = list(range(len(sources)))
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    width = 0.4 if compare else 0.8
+    ours = [100 * results["sources"][s]["cover_em"] for s in sources]
+    ax.bar([p - width / 2 if compare else p for p in positions], ours, width, label="this evaluation")
+    if compare:
+        paper = [compare["values"].get(s, 0.0) for s in sources]
+        ax.bar([p + width / 2 for p in positions], paper, width, label=compare["title"])
+        ax.legend(fontsize=8)
+    ax.set_xticks(positions, sources, rotation=20, fontsize=8)
+    ax.set_ylabel("cover-EM (%)")
+    ax.set_title("Cover-EM per dataset (the paper's EM)")
+    fig.tight_layout()
+    return fig
+
+
+def searches_figure(records: list[dict], results: dict):
+    """For each dataset, the share of its trajectories that made 0, 1, 2, ... searches (stacked bars)."""
+    import matplotlib.pyplot as plt
+
+    sources = list(results["sources"])
+    positions = list(range(len(sources)))
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    bottom = [0.0] * len(sources)
+    for k in range(max((r["searches"] for r in records), default=0) + 1):
+        shares = []
+        for source in sources:
+            rows = [r for r in records if r["data_source"] == source]
+            shares.append(sum(r["searches"] == k for r in rows) / len(rows))
+        ax.bar(positions, shares, 0.8, bottom=bottom, label=f"{k} search{'' if k == 1 else 'es'}")
+        bottom = [b + s for b, s in zip(bottom, shares, strict=True)]
+    ax.set_xticks(positions, sources, rotation=20, fontsize=8)
+    ax.set_ylabel("share of trajectories")
+    ax.set_title("Searches per trajectory")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_figures(records: list[dict], results: dict, compare: dict | None, out: Path) -> list[Path]:
+    """em_vs_paper.png and searches.png in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, fig in (
+        ("em_vs_paper", em_figure(results, compare)),
+        ("searches", searches_figure(records, results)),
+    ):
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def evaluate(
+    model: str,
+    data: Sequence[str],
+    out: str | Path,
+    search: dict,
+    max_turns: int = 5,
+    topk: int = 5,
+    batch_size: int = 32,
+    compare: str | None = None,
+    device: str = "auto",
+    max_prompt_length: int = 4096,
+    max_tokens_per_turn: int = 500,
+    max_obs_length: int = 2048,
+    max_response_length: int = 4096,
+    use_chat_template: bool | None = None,
+) -> dict[str, Any]:
+    """Evaluate every row of `data` not yet in `out` (see the module doc); returns the results."""
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from verl.trainer.ray_trainer import batch_from_items
+    from verl.utils.dataset import RLHFDataset, validation_loader
+    from verl.utils.hub import resolve_model
+    from verl.workers.reward import decode_tokens
+    from verl.workers.rollout import HFRollout, RolloutSamplingParams
+    from zerosearch.agent import ZeroSearchAgentLoop
+    from zerosearch.data.schema import row_problem
+
+    papers = paper_results()
+    if compare is not None and compare not in papers:
+        raise ValueError(f"--compare {compare!r}: known rows are {', '.join(sorted(papers))}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = resolve_model(model, "--model")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    dataset = RLHFDataset(
+        list(data), tokenizer, max_prompt_length, use_chat_template=use_chat_template, row_check=row_problem
+    )
+    keys = [(item.data_source, item.index) for item in dataset]
+    if len(set(keys)) != len(keys):
+        raise ValueError(
+            "--data: (data_source, extra_info.index) repeats across rows; each row needs its own"
+        )
+    done = read_records(out / TRAJECTORIES)
+    todo = [item for item, key in zip(dataset, keys, strict=True) if key not in done]
+    agent = ZeroSearchAgentLoop(
+        tokenizer,
+        total_training_steps=1,
+        max_prompt_length=max_prompt_length,
+        search=search,
+        curriculum={"start": 0.0, "end": 0.0, "kind": "constant"},
+        max_turns=max_turns,
+        max_response_length=max_response_length,
+        max_obs_length=max_obs_length,
+        max_tokens_per_turn=max_tokens_per_turn,
+        topk=topk,
+    )
+    try:
+        if todo:
+            agent.plan_validation(len(todo), 1)  # a paid engine: its budget and estimate, before any request
+            engine = HFRollout(folder, tokenizer=tokenizer, device=device)
+            greedy = RolloutSamplingParams(temperature=0.0, seed=0)
+            progress = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluate", unit="row")
+            with (out / TRAJECTORIES).open("a", encoding="utf-8") as sink:
+                for start in range(0, len(todo), batch_size):
+                    items = todo[start : start + batch_size]
+                    batch = batch_from_items(next(iter(validation_loader(items, len(items)))))
+                    gen, _ = agent.rollout(batch, engine, greedy, 0, validate=True)
+                    columns = gen.non_tensor_batch
+                    for row, item in enumerate(items):
+                        ids = [t for t in gen.batch["responses"][row].tolist() if t != tokenizer.pad_token_id]
+                        record = row_record(item, decode_tokens(tokenizer, ids), columns, row)
+                        sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    sink.flush()
+                    progress.update(len(items))
+            progress.close()
+    finally:
+        agent.close()
+    records = [
+        r for r in read_records(out / TRAJECTORIES).values() if (r["data_source"], r["index"]) in set(keys)
+    ]
+    results = aggregate(records)
+    results["compare"] = papers[compare] if compare else None
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = results_table(results, results["compare"])
+    page = [
+        f"# Evaluation of {model}",
+        "",
+        f"{len(records)} rows of {', '.join(map(str, data))}; engine "
+        f"{search['name']}; greedy; up to {max_turns} searches.",
+        "",
+        *table,
+        "",
+    ]
+    if compare:
+        page += [f"Paper: {results['compare']['source']}. {results['compare']['metric']}.", ""]
+    figures = draw_figures(records, results, results["compare"], out)
+    page += [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    (out / "results.md").write_text("\n".join(page), encoding="utf-8")
+    print("\n".join(table))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zerosearch.eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="the policy: a folder or a hub id")
+    parser.add_argument(
+        "--data", required=True, nargs="+", help="test parquet file(s) (zerosearch.data.prepare)"
+    )
+    parser.add_argument("--out", required=True, help="results folder (rerun the same command to resume)")
+    parser.add_argument(
+        "--engine", default="local", choices=ENGINES, help="the search engine (default local)"
+    )
+    parser.add_argument("--corpus", help="--engine local: jsonl corpus for BM25")
+    parser.add_argument("--url", help="--engine wiki: retriever server; --engine simulate: simulation server")
+    parser.add_argument("--max-requests", type=int, help="--engine google: the request budget (required)")
+    parser.add_argument("--max-turns", type=int, default=5, help="search rounds (default 5)")
+    parser.add_argument("--topk", type=int, default=5, help="documents per search (default 5)")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per generation batch (default 32)")
+    parser.add_argument(
+        "--max-tokens-per-turn", type=int, default=500, help="new tokens per turn (default 500)"
+    )
+    parser.add_argument(
+        "--max-obs-length", type=int, default=2048, help="tokens per observation (default 2048)"
+    )
+    parser.add_argument(
+        "--max-response-length",
+        type=int,
+        default=4096,
+        help="tokens per trajectory, all turns (default 4096)",
+    )
+    parser.add_argument(
+        "--compare", help=f"a paper row to print beside ours: {', '.join(sorted(paper_results()))}"
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    args = parser.parse_args(argv)
+    try:
+        search = search_options(args.engine, args.corpus, args.url, args.max_requests)
+        evaluate(
+            args.model,
+            args.data,
+            args.out,
+            search,
+            max_turns=args.max_turns,
+            topk=args.topk,
+            batch_size=args.batch_size,
+            compare=args.compare,
+            device=args.device,
+            max_tokens_per_turn=args.max_tokens_per_turn,
+            max_obs_length=args.max_obs_length,
+            max_response_length=args.max_response_length,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
