@@ -38,7 +38,13 @@ def paper_results() -> dict[str, dict[str, Any]]:
     return json.loads((resources.files("zerosearch.data") / "paper_results.json").read_text(encoding="utf-8"))
 
 
-def search_options(engine: str, corpus: str | None, url: str | None, max_requests: int | None) -> dict:
+def search_options(
+    engine: str,
+    corpus: str | None,
+    url: str | None,
+    max_requests: int | None,
+    cost_per_1k: float | None = None,
+) -> dict:
     """The search backend's options for `--engine`; an error names the missing flag."""
     if engine == "local":
         if not corpus:
@@ -53,7 +59,7 @@ def search_options(engine: str, corpus: str | None, url: str | None, max_request
     if engine == "simulate":
         return {"name": "simulate_sft", "urls": [url]}
     if engine == "google":
-        return {"name": "google", "max_requests": max_requests}
+        return {"name": "google", "max_requests": max_requests, "cost_per_1k_requests": cost_per_1k}
     raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
@@ -323,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corpus", help="--engine local: jsonl corpus for BM25")
     parser.add_argument("--url", help="--engine wiki: retriever server; --engine simulate: simulation server")
     parser.add_argument("--max-requests", type=int, help="--engine google: the request budget (required)")
+    parser.add_argument(
+        "--cost-per-1k", type=float, help="--engine google: your plan's price per 1000 searches"
+    )
     parser.add_argument("--max-turns", type=int, default=5, help="search rounds (default 5)")
     parser.add_argument("--topk", type=int, default=5, help="documents per search (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per generation batch (default 32)")
@@ -344,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args(argv)
     try:
-        search = search_options(args.engine, args.corpus, args.url, args.max_requests)
+        search = search_options(args.engine, args.corpus, args.url, args.max_requests, args.cost_per_1k)
         evaluate(
             args.model,
             args.data,

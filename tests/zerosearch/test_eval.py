@@ -171,3 +171,22 @@ def test_command_line_errors_name_the_flag(files, tmp_path, capsys):
     assert "--engine local needs --corpus" in capsys.readouterr().err
     assert main(["--model", "m", "--data", str(data), "--out", str(tmp_path), "--engine", "wiki"]) == 2
     assert "--engine wiki needs --url" in capsys.readouterr().err
+
+
+def test_google_needs_a_budget_and_prints_the_estimate_before_any_request(
+    files, tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    from verl.utils.config import ConfigError
+    from zerosearch.eval import search_options
+
+    monkeypatch.setenv("SERPAPI_API_KEY", "sk-test")
+    data, _ = files
+    with pytest.raises(ConfigError, match=r"8 rows may send up to 16 SerpAPI requests; no budget set"):
+        evaluate(
+            str(tiny_model_dir),
+            [str(data)],
+            tmp_path / "a",
+            search_options("google", None, None, None),
+            max_turns=2,
+        )
+    assert not (tmp_path / "a" / "trajectories.jsonl").exists()  # nothing was asked of the engine
