@@ -48,6 +48,7 @@ from toyworld.report import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALGORITHM_DIR = REPO_ROOT / "configs" / "algorithm"
+TOYWORLD_PRESET = REPO_ROOT / "configs" / "preset" / "toyworld.yaml"
 SFT_STAGES_FILE = REPO_ROOT / "configs" / "toyworld" / "sft_stages.yaml"
 STAGE_MARKER = "pipeline_stage.json"
 ENGINES = ("simulator", "real")
@@ -500,6 +501,39 @@ class Pipeline:
 
         self.stages.run(f"RL ({c.algorithm}) with the simulated engine", train)
 
+    def eval_command(self) -> list[str]:
+        """`python -m zerosearch.eval` on the trained policy: the held-out people, the world's real engine, and
+        the agent loop's limits of the RL stage (configs/preset/toyworld.yaml)."""
+        import yaml
+
+        c, a = self.config, self.config.assets.resolve()
+        agent = yaml.safe_load(TOYWORLD_PRESET.read_text())["agent"]
+        policy = c.run_dir.resolve() / "checkpoints" / f"global_step_{c.steps}" / "actor" / "huggingface"
+        return [
+            self.python, "-m", "zerosearch.eval", "--model", str(policy),
+            "--data", str(a / "eval_heldout.parquet"), "--out", str(c.run_dir.resolve() / "eval"),
+            "--engine", "local", "--corpus", str(a / "corpus.jsonl"),
+            "--max-turns", str(agent["max_turns"]), "--topk", str(agent["topk"]),
+            "--max-tokens-per-turn", str(agent["max_tokens_per_turn"]),
+            "--max-obs-length", str(agent["max_obs_length"]),
+            "--max-response-length", str(agent["max_response_length"]), "--batch-size", "128",
+        ]  # fmt: skip
+
+    def evaluate_policy(self) -> None:
+        """The evaluation harness on the trained policy, so every demo shows it end to end."""
+        self.stages.run("evaluate the trained policy (zerosearch.eval)", lambda: _run(self.eval_command()))
+
+    def evaluation_line(self) -> str | None:
+        """The summary's pointer at the harness's results, with its held-out figure."""
+        results = self.config.run_dir / "eval" / "results.json"
+        if not results.is_file():
+            return None
+        pooled = json.loads(results.read_text())["pooled"]
+        return (
+            f"evaluation (zerosearch.eval, held-out, real engine): EM {pooled['em']:.3f}, F1 {pooled['f1']:.3f}; "
+            f"{results.with_name('results.md')}"
+        )
+
     def run(self) -> LearningReport:
         c = self.config
         with PeakMemory() as memory:
@@ -512,7 +546,9 @@ class Pipeline:
             self.write_demos()
             self.sft(c.policy, "warm-start the policy")
             self.train_rl()
+            self.evaluate_policy()
         report = read_learning(c.run_dir / "metrics.jsonl")
+        report.evaluation = self.evaluation_line()
         report.stage_seconds = self.stages.seconds
         report.peak_memory_gib = memory.peak_gib
         (c.run_dir / "summary.txt").write_text(report.table() + "\n", encoding="utf-8")

@@ -36,6 +36,7 @@ class LearningReport:
     useful_rewards: list[float] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_gib: float = 0.0
+    evaluation: str | None = None  # the evaluation harness's line: its held-out figure and results folder
 
     @property
     def reward_first(self) -> float:
@@ -113,6 +114,8 @@ class LearningReport:
             rose = self.fixed_reward[1] > self.fixed_reward[0]
             verdict += f" (on fixed questions: {'rose' if rose else 'did NOT rise'})"
         lines.append(f"{verdict}; held-out EM {'rose' if self.heldout_em_rose else 'did NOT rise'}")
+        if self.evaluation:
+            lines.append(self.evaluation)
         return "\n".join(lines)
 
 

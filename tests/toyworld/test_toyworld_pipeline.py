@@ -199,6 +199,12 @@ def test_report_compares_first_and_last_ten_steps_and_warm_start_with_trained(tm
     assert report.reward_last == pytest.approx(0.4)
     assert report.reward_rose and report.heldout_em_rose
     assert "held-out EM (real search)" in report.table()
+    report.evaluation = (
+        "evaluation (zerosearch.eval, held-out, real engine): EM 0.300, F1 0.310; run/eval/results.md"
+    )
+    assert (
+        report.table().splitlines()[-1] == report.evaluation
+    )  # the summary's last line points at the results
 
 
 def test_report_gives_the_standard_error_of_the_reward_change_and_flags_a_rise_inside_two(tmp_path):
@@ -339,3 +345,39 @@ def test_report_shows_the_fixed_question_reward_when_it_was_validated(tmp_path):
     line = next(x for x in table.splitlines() if "fixed questions, noise 0" in x)
     assert line.split()[-3:] == ["0.250", "0.300", "+0.050"]
     assert "train reward did NOT rise (on fixed questions: rose)" in table
+
+
+def test_the_demo_ends_with_the_evaluation_harness_on_the_trained_policy(built_world, tmp_path):
+    """The harness runs with the RL stage's agent limits on the held-out people and the real engine, and the
+    summary points at its results (a built model stands in for the trained policy)."""
+    import shutil
+
+    import yaml
+
+    from toyworld.report import HELDOUT_SOURCE
+
+    out, _ = built_world
+    assets = tmp_path / "assets"
+    shutil.copytree(out, assets)
+    write_eval_file(assets / "test.parquet", assets / "eval_heldout.parquet", HELDOUT_SOURCE, 6)
+    pipeline = Pipeline(
+        parse_args(["--assets", str(assets), "--run-dir", str(tmp_path / "run"), "--steps", "3"])
+    )
+    command = pipeline.eval_command()
+    agent = yaml.safe_load((Path(CONFIG_DIR) / "preset" / "toyworld.yaml").read_text())["agent"]
+    flags = dict(zip(command[3::2], command[4::2], strict=False))
+    assert (flags["--max-turns"], flags["--max-obs-length"]) == (
+        str(agent["max_turns"]),
+        str(agent["max_obs_length"]),
+    )
+    policy = Path(flags["--model"])
+    assert policy == (tmp_path / "run" / "checkpoints" / "global_step_3" / "actor" / "huggingface").resolve()
+    shutil.copytree(assets / "model_init", policy)
+    assert pipeline.evaluation_line() is None  # nothing evaluated yet
+    pipeline.evaluate_policy()
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert results["sources"][HELDOUT_SOURCE]["rows"] == 6
+    line = pipeline.evaluation_line()
+    assert line.startswith("evaluation (zerosearch.eval, held-out, real engine): EM ") and line.endswith(
+        "results.md"
+    )
