@@ -22,12 +22,14 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Panel:
-    """One figure: its file name, title, y-axis label, and the metric keys drawn as lines (key, label)."""
+    """One figure: its file name, title, y-axis label, the metric keys drawn as lines (key, label), and whether
+    a moving average helps (not for a schedule: it would only lag the exact curve)."""
 
     name: str
     title: str
     ylabel: str
     lines: tuple[tuple[str, str], ...]
+    smoothed: bool = True
 
 
 PANELS = (
@@ -42,7 +44,13 @@ PANELS = (
     ),
     Panel("response_length", "Response length", "tokens", (("response_length/mean", "mean"),)),
     Panel("searches", "Searches per trajectory", "searches", (("search/calls_per_sample", "mean"),)),
-    Panel("noise", "Noise probability (curriculum)", "p(noisy documents)", (("search/noise_prob", "p"),)),
+    Panel(
+        "noise",
+        "Noise probability (curriculum)",
+        "p(noisy documents)",
+        (("search/noise_prob", "p"),),
+        smoothed=False,
+    ),
     Panel(
         "kl",
         "KL to the reference",
@@ -98,13 +106,17 @@ def moving_average(values: list[float], window: int) -> list[float]:
 
 
 def plot_panel(panel: Panel, records: list[dict], smooth: int):
-    """The panel's figure: each of its metrics as a faint raw line and a bold moving average."""
+    """The panel's figure: each of its metrics as a faint raw line and a bold moving average (or, for a panel
+    that is not smoothed, one bold line)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for key, label in panel.lines:
         steps, values = series(records, key)
         if not steps:
+            continue
+        if not panel.smoothed:
+            ax.plot(steps, values, linewidth=2, label=label)
             continue
         (raw,) = ax.plot(steps, values, alpha=0.3, linewidth=1)
         ax.plot(steps, moving_average(values, smooth), color=raw.get_color(), linewidth=2, label=label)

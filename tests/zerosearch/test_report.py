@@ -64,6 +64,8 @@ def test_each_figure_has_a_raw_and_a_smoothed_line_per_logged_metric(tmp_path):
     panels = {p.name: p for p in PANELS}
     assert len(plot_panel(panels["reward"], records, 5).axes[0].get_lines()) == 4  # 2 metrics x (raw, mean)
     assert len(plot_panel(panels["kl"], records, 5).axes[0].get_lines()) == 2  # no KL in the reward logged
+    (noise,) = plot_panel(panels["noise"], records, 5).axes[0].get_lines()  # a schedule: drawn exactly, once
+    assert list(noise.get_ydata()) == [step / 40 for step in range(1, 21)]
     validation = plot_validation(records).axes[0]
     assert [line.get_label() for line in validation.get_lines()] == [
         "bamboogle",
