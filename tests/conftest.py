@@ -51,3 +51,47 @@ def tiny_model_hub_cache(tiny_model_dir, tmp_path_factory):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     return cache
+
+
+@pytest.fixture(scope="session")
+def sharp_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with larger random weights: the untrained one repeats one token under greedy decoding,
+    which would hide padding, position and cache bugs; this one varies token by token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.tiny_fit import sharpen
+
+    model = sharpen(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), seed=0)
+    out = tmp_path_factory.mktemp("sharp-rollout-model")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def agent_corpus(tmp_path_factory):
+    """The agent model's corpus (tests/agent_model.py CORPUS) as a jsonl file."""
+    import json
+
+    from tests.agent_model import CORPUS
+
+    corpus = tmp_path_factory.mktemp("agent-corpus") / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"contents": doc}) + "\n" for doc in CORPUS))
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def agent_backend(agent_corpus):
+    """BM25 over the agent model's corpus."""
+    from zerosearch.search.local import LocalBackend, LocalConfig
+
+    with LocalBackend(LocalConfig(corpus=agent_corpus)) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def agent_model_dir(tiny_model_dir, agent_backend, tmp_path_factory):
+    """A tiny policy that searches, then answers (tests/agent_model.py)."""
+    from tests.agent_model import fit_agent_model
+
+    return fit_agent_model(tiny_model_dir, agent_backend, tmp_path_factory.mktemp("agent-model"))

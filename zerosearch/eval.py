@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.data.prepare import TEST_DATASETS
+from zerosearch.policy import ROLLOUTS, PolicyEndpointError
 
 METRICS = ("em", "cover_em", "f1", "has_answer")
 TRAJECTORIES = "trajectories.jsonl"
@@ -38,29 +39,111 @@ def paper_results() -> dict[str, dict[str, Any]]:
     return json.loads((resources.files("zerosearch.data") / "paper_results.json").read_text(encoding="utf-8"))
 
 
-def search_options(
-    engine: str,
-    corpus: str | None,
-    url: str | None,
-    max_requests: int | None,
-    cost_per_1k: float | None = None,
-) -> dict:
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --policy-url, --policy-model, --rollout, --device (shared with zerosearch.infer)."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="the policy: a folder or a hub id (with --policy-url: the served model's tokenizer)",
+    )
+    parser.add_argument(
+        "--policy-url", help="a policy served behind an OpenAI-compatible API (vllm serve, SGLang, ...)"
+    )
+    parser.add_argument(
+        "--policy-model", help="--policy-url: the served model's name (default: the one listed)"
+    )
+    parser.add_argument(
+        "--rollout",
+        default="auto",
+        choices=ROLLOUTS,
+        help="local generation: hf, vllm, or auto (the default)",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engine and its options (shared with zerosearch.infer)."""
+    parser.add_argument(
+        "--engine", default="local", choices=ENGINES, help="the search engine (default local)"
+    )
+    parser.add_argument("--corpus", help="--engine local: jsonl corpus")
+    parser.add_argument(
+        "--index", default="bm25", choices=("bm25", "dense"), help="--engine local: index kind"
+    )
+    parser.add_argument("--url", help="--engine wiki: retriever server; --engine simulate: simulation server")
+    parser.add_argument("--max-requests", type=int, help="--engine google: the request budget (required)")
+    parser.add_argument(
+        "--cost-per-1k", type=float, help="--engine google: your plan's price per 1000 searches"
+    )
+    parser.add_argument(
+        "--search-concurrency",
+        type=int,
+        help="HTTP engines: search requests in flight at once (default the backend's, 64)",
+    )
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """The agent loop's limits, named as training's keys (shared with zerosearch.infer)."""
+    parser.add_argument("--max-turns", type=int, default=5, help="search rounds (default 5)")
+    parser.add_argument("--topk", type=int, default=5, help="documents per search (default 5)")
+    parser.add_argument(
+        "--max-tokens-per-turn", type=int, default=500, help="new tokens per turn (default 500)"
+    )
+    parser.add_argument(
+        "--max-obs-length", type=int, default=2048, help="tokens per observation (default 2048)"
+    )
+    parser.add_argument(
+        "--max-response-length",
+        type=int,
+        default=4096,
+        help="tokens per trajectory, all turns (default 4096)",
+    )
+
+
+def agent_limits(args: argparse.Namespace) -> dict[str, int]:
+    """The agent-loop keyword arguments of `add_agent_arguments`' flags."""
+    keys = ("max_turns", "topk", "max_tokens_per_turn", "max_obs_length", "max_response_length")
+    return {key: getattr(args, key) for key in keys}
+
+
+def search_options(args: argparse.Namespace) -> dict:
     """The search backend's options for `--engine`; an error names the missing flag."""
+    engine, url = args.engine, args.url
+    http = {} if args.search_concurrency is None else {"concurrency": args.search_concurrency}
     if engine == "local":
-        if not corpus:
+        if not args.corpus:
             raise ValueError("--engine local needs --corpus FILE (a jsonl of {id, contents} documents)")
-        return {"name": "local", "corpus": corpus}
+        return {"name": "local", "corpus": args.corpus, "index": args.index}
     if engine in ("wiki", "simulate") and not url:
         raise ValueError(
             f"--engine {engine} needs --url (the {'retriever' if engine == 'wiki' else 'simulation'} server)"
         )
     if engine == "wiki":
-        return {"name": "wiki", "url": url}
+        return {"name": "wiki", "url": url, **http}
     if engine == "simulate":
-        return {"name": "simulate_sft", "urls": [url]}
+        return {"name": "simulate_sft", "urls": [url], **http}
     if engine == "google":
-        return {"name": "google", "max_requests": max_requests, "cost_per_1k_requests": cost_per_1k}
+        return {
+            "name": "google",
+            "max_requests": args.max_requests,
+            "cost_per_1k_requests": args.cost_per_1k,
+            **http,
+        }
     raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def evaluation_agent(tokenizer, search: dict, max_prompt_length: int = 4096, **limits: int):
+    """Training's agent loop with the noise at 0 throughout: what evaluation and inference run."""
+    from zerosearch.agent import ZeroSearchAgentLoop
+
+    return ZeroSearchAgentLoop(
+        tokenizer,
+        total_training_steps=1,
+        max_prompt_length=max_prompt_length,
+        search=search,
+        curriculum={"start": 0.0, "end": 0.0, "kind": "constant"},
+        **limits,
+    )
 
 
 def read_records(path: Path) -> dict[tuple[str, int], dict]:
@@ -228,8 +311,12 @@ def evaluate(
     max_obs_length: int = 2048,
     max_response_length: int = 4096,
     use_chat_template: bool | None = None,
+    policy_url: str | None = None,
+    policy_model: str | None = None,
+    rollout: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluate every row of `data` not yet in `out` (see the module doc); returns the results."""
+    """Evaluate every row of `data` not yet in `out` (see the module doc); returns the results. `model` is
+    the policy (with `policy_url`, the tokenizer of the policy served there); see `load_policy`."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
@@ -237,17 +324,16 @@ def evaluate(
     from verl.utils.dataset import RLHFDataset, validation_loader
     from verl.utils.hub import resolve_model
     from verl.workers.reward import decode_tokens
-    from verl.workers.rollout import HFRollout, RolloutSamplingParams
-    from zerosearch.agent import ZeroSearchAgentLoop
+    from verl.workers.rollout import RolloutSamplingParams
     from zerosearch.data.schema import row_problem
+    from zerosearch.policy import load_policy
 
     papers = paper_results()
     if compare is not None and compare not in papers:
         raise ValueError(f"--compare {compare!r}: known rows are {', '.join(sorted(papers))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    folder = resolve_model(model, "--model")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model, "--model"))
     dataset = RLHFDataset(
         list(data), tokenizer, max_prompt_length, use_chat_template=use_chat_template, row_check=row_problem
     )
@@ -258,22 +344,22 @@ def evaluate(
         )
     done = read_records(out / TRAJECTORIES)
     todo = [item for item, key in zip(dataset, keys, strict=True) if key not in done]
-    agent = ZeroSearchAgentLoop(
+    agent = evaluation_agent(
         tokenizer,
-        total_training_steps=1,
-        max_prompt_length=max_prompt_length,
-        search=search,
-        curriculum={"start": 0.0, "end": 0.0, "kind": "constant"},
+        search,
+        max_prompt_length,
         max_turns=max_turns,
         max_response_length=max_response_length,
         max_obs_length=max_obs_length,
         max_tokens_per_turn=max_tokens_per_turn,
         topk=topk,
     )
+    policy = None
     try:
         if todo:
             agent.plan_validation(len(todo), 1)  # a paid engine: its budget and estimate, before any request
-            engine = HFRollout(folder, tokenizer=tokenizer, device=device)
+            policy = load_policy(model, policy_url, policy_model, rollout, device)
+            engine = policy.engine
             greedy = RolloutSamplingParams(temperature=0.0, seed=0)
             progress = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluate", unit="row")
             with (out / TRAJECTORIES).open("a", encoding="utf-8") as sink:
@@ -291,6 +377,8 @@ def evaluate(
             progress.close()
     finally:
         agent.close()
+        if policy is not None:
+            policy.close()
     records = [
         r for r in read_records(out / TRAJECTORIES).values() if (r["data_source"], r["index"]) in set(keys)
     ]
@@ -299,7 +387,7 @@ def evaluate(
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = results_table(results, results["compare"])
     page = [
-        f"# Evaluation of {model}",
+        f"# Evaluation of {model if not policy_url else f'{model} served at {policy_url}'}",
         "",
         f"{len(records)} rows of {', '.join(map(str, data))}; engine "
         f"{search['name']}; greedy; up to {max_turns} searches.",
@@ -318,57 +406,33 @@ def evaluate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zerosearch.eval", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="the policy: a folder or a hub id")
+    add_policy_arguments(parser)
     parser.add_argument(
         "--data", required=True, nargs="+", help="test parquet file(s) (zerosearch.data.prepare)"
     )
     parser.add_argument("--out", required=True, help="results folder (rerun the same command to resume)")
-    parser.add_argument(
-        "--engine", default="local", choices=ENGINES, help="the search engine (default local)"
-    )
-    parser.add_argument("--corpus", help="--engine local: jsonl corpus for BM25")
-    parser.add_argument("--url", help="--engine wiki: retriever server; --engine simulate: simulation server")
-    parser.add_argument("--max-requests", type=int, help="--engine google: the request budget (required)")
-    parser.add_argument(
-        "--cost-per-1k", type=float, help="--engine google: your plan's price per 1000 searches"
-    )
-    parser.add_argument("--max-turns", type=int, default=5, help="search rounds (default 5)")
-    parser.add_argument("--topk", type=int, default=5, help="documents per search (default 5)")
+    add_engine_arguments(parser)
+    add_agent_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="rows per generation batch (default 32)")
-    parser.add_argument(
-        "--max-tokens-per-turn", type=int, default=500, help="new tokens per turn (default 500)"
-    )
-    parser.add_argument(
-        "--max-obs-length", type=int, default=2048, help="tokens per observation (default 2048)"
-    )
-    parser.add_argument(
-        "--max-response-length",
-        type=int,
-        default=4096,
-        help="tokens per trajectory, all turns (default 4096)",
-    )
     parser.add_argument(
         "--compare", help=f"a paper row to print beside ours: {', '.join(sorted(paper_results()))}"
     )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args(argv)
     try:
-        search = search_options(args.engine, args.corpus, args.url, args.max_requests, args.cost_per_1k)
         evaluate(
             args.model,
             args.data,
             args.out,
-            search,
-            max_turns=args.max_turns,
-            topk=args.topk,
+            search_options(args),
             batch_size=args.batch_size,
             compare=args.compare,
             device=args.device,
-            max_tokens_per_turn=args.max_tokens_per_turn,
-            max_obs_length=args.max_obs_length,
-            max_response_length=args.max_response_length,
+            policy_url=args.policy_url,
+            policy_model=args.policy_model,
+            rollout=args.rollout,
+            **agent_limits(args),
         )
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError, PolicyEndpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from llm_agent.generation import LLMGenerationManager
 from llm_agent.observation import ObservationFormatter
 from llm_agent.search import SearchRequest
-from tests.llm_agent.conftest import CASES, CONFIG, chat_prompt
+from tests.agent_model import CASES, CONFIG, chat_prompt
 from verl.workers.rollout.base import RolloutSamplingParams
 from verl.workers.rollout.hf import HFRollout
 
@@ -28,10 +28,12 @@ class RecordingHFRollout(HFRollout):
         return outputs
 
 
-def test_hf_rollout_end_to_end_masks_are_sampled_tokens_and_observations_are_real(agent_model_dir, backend):
+def test_hf_rollout_end_to_end_masks_are_sampled_tokens_and_observations_are_real(
+    agent_model_dir, agent_backend
+):
     rollout = RecordingHFRollout(agent_model_dir, device="cpu")
     tokenizer = rollout.tokenizer
-    manager = LLMGenerationManager(rollout, backend, tokenizer, CONFIG)
+    manager = LLMGenerationManager(rollout, agent_backend, tokenizer, CONFIG)
     prompts = [chat_prompt(tokenizer, q) for q, _, _ in CASES]
     result = manager.run(
         prompts,
@@ -49,7 +51,7 @@ def test_hf_rollout_end_to_end_masks_are_sampled_tokens_and_observations_are_rea
                     sampled.extend(out.token_ids)
         assert [t for t, m in zip(traj.response_ids, traj.response_mask, strict=True) if m] == sampled
         # Environment tokens: exactly the real backend's observation for this trajectory's query.
-        (docs,) = backend.search([SearchRequest(query=query, topk=CONFIG.topk)])
+        (docs,) = agent_backend.search([SearchRequest(query=query, topk=CONFIG.topk)])
         assert [t for t, m in zip(traj.response_ids, traj.response_mask, strict=True) if not m] == (
             formatter.build(docs.documents).token_ids
         )

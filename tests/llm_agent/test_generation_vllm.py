@@ -14,7 +14,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from llm_agent.generation import LLMGenerationManager  # noqa: E402
-from tests.llm_agent.conftest import CASES, CONFIG, chat_prompt  # noqa: E402
+from tests.agent_model import CASES, CONFIG, chat_prompt  # noqa: E402
 from verl.workers.rollout.base import RolloutSamplingParams  # noqa: E402
 from verl.workers.rollout.hf import HFRollout  # noqa: E402
 from verl.workers.rollout.vllm import VLLMRollout  # noqa: E402
@@ -32,13 +32,13 @@ def _run(rollout, backend):
     )
 
 
-def test_multi_turn_rollouts_on_vllm_equal_the_transformers_ones(agent_model_dir, backend):
+def test_multi_turn_rollouts_on_vllm_equal_the_transformers_ones(agent_model_dir, agent_backend):
     hf = HFRollout(agent_model_dir, device="cpu")
     engine = VLLMRollout(
         agent_model_dir, tokenizer=hf.tokenizer, device="cpu", dtype="float32", max_model_len=512
     )
     engine.update_weights(AutoModelForCausalLM.from_pretrained(str(agent_model_dir)).state_dict().items())
-    expected, got = _run(hf, backend), _run(engine, backend)
+    expected, got = _run(hf, agent_backend), _run(engine, agent_backend)
     for want, have in zip(expected.trajectories, got.trajectories, strict=True):
         assert (have.stats.turns, have.stats.searches, have.stats.answered) == (2, 1, True)
         assert have.response_ids == want.response_ids

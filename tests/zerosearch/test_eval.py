@@ -3,6 +3,7 @@ kill part-way then a resume equal to an uninterrupted run, and the figures."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -12,8 +13,10 @@ import time
 
 import pytest
 
+from tests.agent_model import eval_case, read_trajectories
 from zerosearch.data.schema import make_row, write_dataset
 from zerosearch.eval import (
+    add_engine_arguments,
     aggregate,
     em_figure,
     evaluate,
@@ -45,6 +48,12 @@ def files(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": str(i), "contents": d}) + "\n" for i, d in enumerate(CORPUS)))
     return data, corpus
+
+
+def parser_args(*flags: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    return parser.parse_args(flags)
 
 
 def _record(source: str, em: float, searches: int, answer: str | None = "x") -> dict:
@@ -186,7 +195,26 @@ def test_google_needs_a_budget_and_prints_the_estimate_before_any_request(
             str(tiny_model_dir),
             [str(data)],
             tmp_path / "a",
-            search_options("google", None, None, None),
+            search_options(parser_args("--engine", "google")),
             max_turns=2,
         )
     assert not (tmp_path / "a" / "trajectories.jsonl").exists()  # nothing was asked of the engine
+
+
+def test_a_served_policy_scores_as_the_same_policy_in_process(tmp_path, agent_model_dir, agent_corpus):
+    """The tiny policy that searches, in this process and behind the built-in server: the same trajectories
+    (search, documents, answer) and the same table. (Text goes over the wire: a policy whose outputs do not
+    survive decode and encode, e.g. cut UTF-8 bytes, would drift from the second turn on.)"""
+    from zerosearch.utils.serving import ServerProcess, find_free_port
+
+    data, search, limits = eval_case(tmp_path, agent_corpus)
+    here = evaluate(str(agent_model_dir), [data], tmp_path / "here", search, rollout="hf", **limits)
+    args = ["--model", str(agent_model_dir), "--device", "cpu", "--num-threads", "1"]
+    with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as server:
+        served = evaluate(
+            str(agent_model_dir), [data], tmp_path / "served", search, policy_url=server.url, **limits
+        )
+    assert read_trajectories(tmp_path / "served") == read_trajectories(tmp_path / "here")
+    assert [r["searches"] for r in read_trajectories(tmp_path / "here")] == [1, 1]  # it did search
+    assert served["sources"] == here["sources"] and here["sources"]["nq"]["em"] == 1.0
+    assert "served at http://127.0.0.1" in (tmp_path / "served" / "results.md").read_text()

@@ -9,7 +9,8 @@ and a seeded request samples the same tokens whatever else is batched.
 This module adds what the OpenAI API needs on top: text. The decoder returns token ids exactly as sampled;
 here the text is decoded with the request's `skip_special_tokens`, cut before the first stop string (the
 API does not return the stop string), and EOS is left out of the text. Both EOS and a stop string are
-reported as finish_reason "stop", as the OpenAI API does.
+reported as finish_reason "stop", as the OpenAI API does; `stop_reason` says which (vLLM's field: the stop
+string matched, None for EOS), so a client can tell a finished answer from a cut action.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class GenerationResult:
     token_ids: list[int]
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
     prompt_tokens: int
+    stop_reason: str | None = (
+        None  # the stop string that ended the row (vLLM's field); None for EOS or length
+    )
 
     @property
     def completion_tokens(self) -> int:
@@ -133,7 +137,8 @@ class GenerationEngine:
                 cuts = [pos for pos in (text.find(s) for s in params.stop) if pos >= 0]
                 text = text[: min(cuts)] if cuts else text
         reason = "length" if result.finish_reason == "length" else "stop"
-        return GenerationResult(text, list(ids), reason, len(request.prompt_ids))
+        stop = result.stop if result.finish_reason == "stop" else None
+        return GenerationResult(text, list(ids), reason, len(request.prompt_ids), stop)
 
     def _decode_text(self, ids: list[int], params: SamplingParams) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=params.skip_special_tokens)

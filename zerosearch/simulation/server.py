@@ -165,6 +165,7 @@ def create_app(
                 "message": {"role": "assistant", "content": r.text},
                 "logprobs": None,
                 "finish_reason": r.finish_reason,
+                "stop_reason": r.stop_reason,
             }
             for i, r in enumerate(results)
         ]
@@ -192,7 +193,13 @@ def create_app(
         results = await run_rows(rows)
         # OpenAI orders choices prompt by prompt, the n samples of a prompt next to each other.
         choices = [
-            {"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+            {
+                "index": i,
+                "text": r.text,
+                "logprobs": None,
+                "finish_reason": r.finish_reason,
+                "stop_reason": r.stop_reason,
+            }
             for i, r in enumerate(results)
         ]
         return JSONResponse(

@@ -78,16 +78,3 @@ def scenarios():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="session")
-def sharp_model_dir(tiny_model_dir, tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tests.tiny_fit import sharpen
-
-    model = sharpen(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), seed=0)
-    out = tmp_path_factory.mktemp("sharp-rollout-model")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(out)
-    return out

@@ -1,18 +1,17 @@
-"""The agent-loop end-to-end fixtures: a tiny BM25 corpus and a tiny model fitted to two full trajectories
-(search, then answer after the observation), shared by the transformers and vLLM rollout tests."""
+"""A tiny policy that already searches: the tiny model fitted to two full trajectories (search, then answer
+after the observation) over a four-document BM25 corpus; the agent-loop tests (transformers and vLLM) and the
+evaluation tests run it (the fixtures `agent_backend` and `agent_model_dir` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
 from transformers import AutoTokenizer
 
 from llm_agent.generation import GenerationConfig
 from llm_agent.observation import ObservationFormatter
 from llm_agent.search import SearchRequest
 from tests.tiny_fit import fit_tiny_model
-from zerosearch.search.local import LocalBackend, LocalConfig
 
 CORPUS = [
     "Alice Smith was born in Paris.",
@@ -38,17 +37,8 @@ def chat_prompt(tokenizer, question: str) -> list[int]:
     return encode(tokenizer, text)
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"contents": doc}) + "\n" for doc in CORPUS))
-    with LocalBackend(LocalConfig(corpus=corpus)) as local:
-        yield local
-
-
-@pytest.fixture(scope="module")
-def agent_model_dir(tiny_model_dir, backend, tmp_path_factory):
-    """The tiny model fine-tuned on the two full trajectories (loss on policy tokens only)."""
+def fit_agent_model(tiny_model_dir, backend, out):
+    """The tiny model fine-tuned on the CASES' full trajectories (loss on policy tokens only), saved to out."""
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     formatter = ObservationFormatter(tokenizer, CONFIG.max_obs_length)
     examples = []
@@ -63,4 +53,31 @@ def agent_model_dir(tiny_model_dir, backend, tmp_path_factory):
         ids = [t for part, _ in parts for t in part]
         labels = [t if loss else -100 for part, loss in parts for t in part]
         examples.append((ids, labels))
-    return fit_tiny_model(tiny_model_dir, examples, 40, tmp_path_factory.mktemp("agent-model"))
+    return fit_tiny_model(tiny_model_dir, examples, 40, out)
+
+
+def eval_case(tmp_path, corpus) -> tuple[str, dict, dict]:
+    """For zerosearch.eval: the CASES as a test file (data_source nq), the corpus as its local engine, and the
+    agent limits the model was fitted under."""
+    from zerosearch.data.schema import make_row, write_dataset
+
+    rows = [
+        make_row(
+            question=question,
+            golden_answers=[answer],
+            prompt=[{"role": "user", "content": f"Question: {question}"}],
+            data_source="nq",
+            split="test",
+            index=i,
+        )
+        for i, (question, _, answer) in enumerate(CASES)
+    ]
+    data = str(write_dataset(rows, tmp_path / "test.parquet"))
+    search = {"name": "local", "corpus": str(corpus)}
+    limits = {"max_turns": 2, "max_tokens_per_turn": 24, "max_obs_length": 64, "device": "cpu"}
+    return data, search, limits
+
+
+def read_trajectories(out) -> list[dict]:
+    """The records an evaluation wrote to out/trajectories.jsonl."""
+    return [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
