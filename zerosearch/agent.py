@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from llm_agent.generation import GenerationConfig, LLMGenerationManager
@@ -166,6 +167,23 @@ class ZeroSearchAgentLoop:
                     f"(val_search: null) or a local retriever"
                 )
             print(f"[validation] {key} ({backend.name}): {estimate(planned)}", file=sys.stderr, flush=True)
+
+    def report_validation(self, records: list[dict], folder: Path) -> list[Path]:
+        """A validation's files in `folder`, as `zerosearch.eval` writes them: trajectories.jsonl (each record
+        with its queries, documents and answer), results.md and results.json (per data source, the average over
+        sources and the pooled figure), em_vs_paper.png and searches.png. Returns [results.md, trajectories]."""
+        from verl.trainer.validation import write_records
+        from zerosearch.eval import with_answer_fields, write_results
+
+        rows = [with_answer_fields(record) for record in records]
+        trajectories = write_records(rows, folder)
+        engines = sorted({b.name for b in (self.val_search, *self.val_search_by_source.values())})
+        summary = (
+            f"{len(rows)} validation rows; engine {', '.join(engines)} at noise 0; "
+            f"up to {self.generation.max_turns} searches."
+        )
+        write_results(rows, folder, f"Validation, {folder.name.replace('_', ' ')}", summary)
+        return [folder / "results.md", trajectories]
 
     def close(self) -> None:
         """Close every backend once (several names may share one)."""

@@ -22,15 +22,16 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from verl.trainer.validation import TRAJECTORIES
 from zerosearch.data.prepare import TEST_DATASETS
 from zerosearch.policy import ROLLOUTS, PolicyEndpointError
 
 METRICS = ("em", "cover_em", "f1", "has_answer")
-TRAJECTORIES = "trajectories.jsonl"
 ENGINES = ("local", "wiki", "google", "simulate")
 
 
@@ -163,25 +164,20 @@ def read_records(path: Path) -> dict[tuple[str, int], dict]:
     return records
 
 
-def row_record(item, response: str, columns: dict, row: int) -> dict:
-    """One evaluated row: its question, the whole response (observations included), each query and document
-    block, the answer and its scores."""
-    from zerosearch.reward import answer_metrics, extract_answer
+def with_answer_fields(record: dict) -> dict:
+    """A validation record (verl.trainer.validation: the row, the response, the reward's scores, the agent's
+    counters) with what the table and a reader need: the queries the policy wrote, each document block the
+    engine returned, the answer it scored and its length in words."""
+    from zerosearch.reward import extract_answer
 
-    answer = extract_answer(response)
+    policy, response = record["policy_response"], record["response"]
+    answer = extract_answer(policy)
     return {
-        "data_source": item.data_source,
-        "index": item.index,
-        "question": item.question,
-        "golden_answers": list(item.golden_answers or []),
-        "response": response,
-        "queries": [q.strip() for q in re.findall(r"<search>(.*?)</search>", response, re.S)],
+        **record,
+        "queries": [q.strip() for q in re.findall(r"<search>(.*?)</search>", policy, re.S)],
         "documents": [d.strip() for d in re.findall(r"<information>(.*?)</information>", response, re.S)],
         "answer": answer,
         "answer_words": len(answer.split()) if answer else 0,
-        "turns": int(columns["turns"][row]),
-        "searches": int(columns["searches"][row]),
-        **answer_metrics(response, item.golden_answers or []),
     }
 
 
@@ -243,11 +239,19 @@ def em_figure(results: dict, compare: dict | None):
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     width = 0.4 if compare else 0.8
     ours = [100 * results["sources"][s]["cover_em"] for s in sources]
-    ax.bar([p - width / 2 if compare else p for p in positions], ours, width, label="this evaluation")
+    bars = ax.bar([p - width / 2 if compare else p for p in positions], ours, width, label="this evaluation")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
     if compare:
-        paper = [compare["values"].get(s, 0.0) for s in sources]
-        ax.bar([p + width / 2 for p in positions], paper, width, label=compare["title"])
+        known = [
+            (p, compare["values"][s])
+            for p, s in zip(positions, sources, strict=True)
+            if s in compare["values"]
+        ]
+        bars = ax.bar([p + width / 2 for p, _ in known], [v for _, v in known], width, label=compare["title"])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
         ax.legend(fontsize=8)
+    ax.set_xlim(-0.5 - 0.5 * (len(sources) < 3), len(sources) - 0.5 + 0.5 * (len(sources) < 3))
+    ax.margins(y=0.12)
     ax.set_xticks(positions, sources, rotation=20, fontsize=8)
     ax.set_ylabel("cover-EM (%)")
     ax.set_title("Cover-EM per dataset (the paper's EM)")
@@ -314,29 +318,42 @@ def evaluate(
     policy_url: str | None = None,
     policy_model: str | None = None,
     rollout: str = "auto",
+    template: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate every row of `data` not yet in `out` (see the module doc); returns the results. `model` is
-    the policy (with `policy_url`, the tokenizer of the policy served there); see `load_policy`."""
+    the policy (with `policy_url`, the tokenizer of the policy served there); see `load_policy`. `template`:
+    a policy template (name or file) to ask each row's question with, instead of the file's prompt."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from verl.trainer.ray_trainer import batch_from_items
-    from verl.utils.dataset import RLHFDataset, validation_loader
+    from verl.trainer.validation import generation_records
+    from verl.utils.dataset import RLHFDataset, encode_prompt, validation_loader
     from verl.utils.hub import resolve_model
-    from verl.workers.reward import decode_tokens
+    from verl.workers.reward import RewardConfig, RewardManager
     from verl.workers.rollout import RolloutSamplingParams
     from zerosearch.data.schema import row_problem
     from zerosearch.policy import load_policy
+    from zerosearch.templates import policy_messages
 
-    papers = paper_results()
-    if compare is not None and compare not in papers:
-        raise ValueError(f"--compare {compare!r}: known rows are {', '.join(sorted(papers))}")
+    if compare is not None and compare not in paper_results():
+        raise ValueError(f"--compare {compare!r}: known rows are {', '.join(sorted(paper_results()))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(model, "--model"))
+    reward = RewardManager.from_config(tokenizer, RewardConfig())  # training's scoring
     dataset = RLHFDataset(
         list(data), tokenizer, max_prompt_length, use_chat_template=use_chat_template, row_check=row_problem
     )
+    if template is not None:  # the question asked in the words the checkpoint was trained with
+        use_chat = dataset.use_chat_template
+        dataset = [
+            replace(
+                item,
+                prompt_token_ids=encode_prompt(tokenizer, policy_messages(item.question, template), use_chat),
+            )
+            for item in dataset
+        ]
     keys = [(item.data_source, item.index) for item in dataset]
     if len(set(keys)) != len(keys):
         raise ValueError(
@@ -367,11 +384,8 @@ def evaluate(
                     items = todo[start : start + batch_size]
                     batch = batch_from_items(next(iter(validation_loader(items, len(items)))))
                     gen, _ = agent.rollout(batch, engine, greedy, 0, validate=True)
-                    columns = gen.non_tensor_batch
-                    for row, item in enumerate(items):
-                        ids = [t for t in gen.batch["responses"][row].tolist() if t != tokenizer.pad_token_id]
-                        record = row_record(item, decode_tokens(tokenizer, ids), columns, row)
-                        sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    for record in generation_records(batch.union(gen), tokenizer, reward):
+                        sink.write(json.dumps(with_answer_fields(record), ensure_ascii=False) + "\n")
                     sink.flush()
                     progress.update(len(items))
             progress.close()
@@ -382,25 +396,30 @@ def evaluate(
     records = [
         r for r in read_records(out / TRAJECTORIES).values() if (r["data_source"], r["index"]) in set(keys)
     ]
+    name = model if not policy_url else f"{model} served at {policy_url}"
+    summary = (
+        f"{len(records)} rows of {', '.join(map(str, data))}; engine {search['name']}; greedy; "
+        f"up to {max_turns} searches."
+    )
+    results = write_results(records, out, f"Evaluation of {name}", summary, compare)
+    print("\n".join(results_table(results, results["compare"])))
+    return results
+
+
+def write_results(
+    records: list[dict], out: Path, title: str, summary: str, compare: str | None = None
+) -> dict[str, Any]:
+    """results.json, results.md and the figures in `out` for evaluated records (those of `with_answer_fields`);
+    returns the results."""
     results = aggregate(records)
-    results["compare"] = papers[compare] if compare else None
+    results["compare"] = paper_results()[compare] if compare else None
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = results_table(results, results["compare"])
-    page = [
-        f"# Evaluation of {model if not policy_url else f'{model} served at {policy_url}'}",
-        "",
-        f"{len(records)} rows of {', '.join(map(str, data))}; engine "
-        f"{search['name']}; greedy; up to {max_turns} searches.",
-        "",
-        *table,
-        "",
-    ]
+    page = [f"# {title}", "", summary, "", *results_table(results, results["compare"]), ""]
     if compare:
         page += [f"Paper: {results['compare']['source']}. {results['compare']['metric']}.", ""]
     figures = draw_figures(records, results, results["compare"], out)
     page += [f"![{p.stem}]({p.name})" for p in figures] + [""]
     (out / "results.md").write_text("\n".join(page), encoding="utf-8")
-    print("\n".join(table))
     return results
 
 
@@ -414,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_engine_arguments(parser)
     add_agent_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="rows per generation batch (default 32)")
+    parser.add_argument(
+        "--template", help="ask each question with this policy template (name or file), not the file's prompt"
+    )
     parser.add_argument(
         "--compare", help=f"a paper row to print beside ours: {', '.join(sorted(paper_results()))}"
     )
@@ -430,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             policy_url=args.policy_url,
             policy_model=args.policy_model,
             rollout=args.rollout,
+            template=args.template,
             **agent_limits(args),
         )
     except (ValueError, FileNotFoundError, ImportError, PolicyEndpointError) as e:

@@ -97,6 +97,10 @@ def test_the_table_matches_a_hand_count():
     )
     assert table[5].startswith("| all rows (pooled) | 4 | 50.00 |")
     assert len(em_figure(results, paper_results()["qwen2.5-3b-base"]).axes[0].patches) == 4  # 2 datasets x 2
+    with_toy = aggregate(records + [_record("toy", 1, 1)])
+    toy_figure = em_figure(with_toy, paper_results()["qwen2.5-3b-base"])
+    assert len(toy_figure.axes[0].patches) == 5  # the paper has no toy figure: no bar, not a bar at 0
+    assert [t.get_text() for t in toy_figure.axes[0].texts][:3] == ["33.3", "100.0", "100.0"]  # values shown
     assert len(searches_figure(records, results).axes[0].patches) == 6  # 2 datasets x 0, 1, 2 searches
 
 
@@ -124,8 +128,8 @@ def test_every_row_is_evaluated_with_the_training_scoring(files, tmp_path, tiny_
     )  # the last partial batch too
     for r in records:
         assert {k: r[k] for k in ("em", "cover_em", "f1", "has_answer")} == answer_metrics(
-            r["response"], r["golden_answers"]
-        )
+            r["policy_response"], r["golden_answers"]
+        )  # scored on the policy's own tokens, as training scores
     assert results["sources"]["nq"]["rows"] == 5 and results["pooled"]["rows"] == 8
     assert json.loads((out / "results.json").read_text())["pooled"]["rows"] == 8
     assert "| **Avg (over datasets)** | 2 datasets |" in (out / "results.md").read_text()
@@ -218,3 +222,23 @@ def test_a_served_policy_scores_as_the_same_policy_in_process(tmp_path, agent_mo
     assert [r["searches"] for r in read_trajectories(tmp_path / "here")] == [1, 1]  # it did search
     assert served["sources"] == here["sources"] and here["sources"]["nq"]["em"] == 1.0
     assert "served at http://127.0.0.1" in (tmp_path / "served" / "results.md").read_text()
+
+
+def test_a_template_asks_each_question_in_the_words_the_policy_was_trained_with(
+    tmp_path, agent_model_dir, agent_corpus
+):
+    from tests.agent_model import CASES
+
+    data, search, limits = eval_case(tmp_path, agent_corpus)
+    rows = [
+        make_row(
+            question=q, golden_answers=[a], prompt=policy_messages(q), data_source="nq", split="test", index=i
+        )
+        for i, (q, _, a) in enumerate(CASES)
+    ]  # the same questions, prompted with the default policy template
+    other = write_dataset(rows, tmp_path / "default_prompts.parquet")
+    template = tmp_path / "template.txt"
+    template.write_text("Question: {question}")  # the words the tiny policy was fitted on
+    evaluate(str(agent_model_dir), [data], tmp_path / "file", search, **limits)
+    evaluate(str(agent_model_dir), [str(other)], tmp_path / "asked", search, template=str(template), **limits)
+    assert read_trajectories(tmp_path / "asked") == read_trajectories(tmp_path / "file")

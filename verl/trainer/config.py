@@ -142,6 +142,8 @@ class TrainerConfig:
     seed: int = 1
     sample_table_freq: int = 10
     sample_table_rows: int = 4
+    validation_data_dir: str | None = None
+    log_val_generations: int = 8
     critic_warmup: int = 0
 
     def __post_init__(self) -> None:
@@ -164,6 +166,10 @@ class TrainerConfig:
             self.sample_table_freq >= 0,
             f"trainer.sample_table_freq must be >= 0, got {self.sample_table_freq}",
         )
+        require(
+            self.log_val_generations >= 0,
+            f"trainer.log_val_generations must be >= 0, got {self.log_val_generations}",
+        )
         unknown = [name for name in self.logger if name not in LOGGERS]
         require(
             not unknown, f"trainer.logger: unknown logger(s) {unknown}; known: {', '.join(sorted(LOGGERS))}"
@@ -177,6 +183,11 @@ class TrainerConfig:
             mode in ("auto", "disable") or Path(str(mode)).is_dir(),
             f"trainer.resume_mode must be auto, disable or an existing checkpoint folder, got {mode!r}",
         )
+
+    @property
+    def validation_dir(self) -> Path:
+        """Where each validation's records and report go: validation_data_dir, else <run folder>/validation."""
+        return Path(self.validation_data_dir or Path(self.default_local_dir) / "validation")
 
     @property
     def world_size(self) -> int:

@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from verl import algorithms
 from verl.protocol import DataProto
+from verl.trainer import validation
 from verl.trainer.config import PPOTrainerConfig
 from verl.utils import checkpoint as ckpt
 from verl.utils.dataset import StatefulBatchLoader, collate, validation_loader
 from verl.utils.tracking import Tracking
-from verl.workers.reward import RewardManager, decode_tokens, policy_texts
+from verl.workers.reward import RewardManager, decode_tokens
 from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSamplingParams
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ class AgentLoop(Protocol):
     # Optional: `plan_validation(rows, validations)`, called once before any worker starts, may refuse a run
     # whose validations would cost too much (e.g. a paid search engine without a budget); `fingerprint()`,
     # the domain's settings that define a run (e.g. the curriculum and the search engine), kept in checkpoints
-    # so that a run folder never resumes a run with other settings.
+    # so that a run folder never resumes a run with other settings; `report_validation(records, folder)`,
+    # writes a validation's records (verl.trainer.validation) and the domain's report into `folder` and returns
+    # the paths written, the report first (e.g. the evaluation harness's results.md and figures).
 
 
 class WorkerGroupRollout(RolloutEngine):
@@ -98,6 +101,7 @@ def batch_from_items(batch: dict[str, list]) -> DataProto:
     return DataProto.from_dict(
         non_tensors={
             "prompt_token_ids": batch["prompt_token_ids"],
+            "index": batch["index"],
             "question": [q or "" for q in batch["question"]],
             "golden_answers": [list(g or []) for g in batch["golden_answers"]],
             "ground_truth": batch["ground_truth"],
@@ -334,29 +338,33 @@ class RayPPOTrainer:
     # ----- validation ----------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """Every validation prompt once (greedy by default, last partial batch kept); each metric (EM, cover-EM,
-        F1, ...) per data_source, pooled over every row (`all`: a large source weighs more) and averaged over the
-        sources (`avg_over_sources`: each source counts once, the paper's "Avg")."""
-        per_source: dict[str, dict[str, list[float]]] = {}
+        F1, ...) per data_source, pooled over every row (`all`) and averaged over the sources (`avg_over_sources`,
+        the paper's "Avg"), see verl.trainer.validation. Each row's record goes to
+        <validation dir>/step_<N>/trajectories.jsonl (written by the agent's `report_validation(records,
+        folder)` when it has one, with its own report beside them), the first `log_val_generations` to the
+        trackers as a table."""
+        records: list[dict] = []
         for items in validation_loader(self.val_dataset, self.cfg.data.val_batch_size):
             batch = batch_from_items(items)
             with self.engine.awake():
                 gen, _ = self.agent.rollout(batch, self.engine, self._val_params(), self.global_step, True)
             batch = batch.union(gen)
-            texts = policy_texts(batch, self.tokenizer)
-            for key, values in self.reward.answer_metrics(texts, batch).items():
-                for source, value in zip(batch.non_tensor_batch["data_source"], values, strict=True):
-                    per_source.setdefault(str(source), {}).setdefault(key, []).append(float(value))
-        out: dict[str, float] = {}
-        for source, metrics in per_source.items():
-            for key, values in metrics.items():
-                out[f"val/{key}/{source}"] = float(np.mean(values))
-        for key in {k for m in per_source.values() for k in m}:
-            everything = [v for m in per_source.values() for v in m.get(key, [])]
-            out[f"val/{key}/all"] = float(np.mean(everything))
-            out[f"val/{key}/avg_over_sources"] = float(
-                np.mean([np.mean(m[key]) for m in per_source.values() if key in m])
-            )
-        return out
+            records.extend(validation.generation_records(batch, self.tokenizer, self.reward))
+        self._write_validation(records)
+        return validation.source_metrics(records)
+
+    def _write_validation(self, records: list[dict]) -> None:
+        trainer = self.cfg.trainer
+        folder = trainer.validation_dir / f"step_{self.global_step}"
+        report = getattr(self.agent, "report_validation", None)
+        written = (
+            report(records, folder) if report is not None else [validation.write_records(records, folder)]
+        )
+        if trainer.log_val_generations:
+            columns, rows = validation.table_rows(records, trainer.log_val_generations, self.global_step)
+            self.tracker.log_table("val/generations", columns, rows, self.global_step)
+        if trainer.val_only:
+            print(f"[validation] {len(records)} rows: {written[0]}", file=sys.stderr, flush=True)
 
     # ----- checkpoints ---------------------------------------------------------------------------------
     def fingerprint(self) -> dict:

@@ -178,11 +178,7 @@ class RLHFDataset(Sequence[RLHFItem]):
         logger.info("loaded %d prompt(s) from %d file(s): %s", len(self.items), len(paths), self.stats)
 
     def _render(self, messages: list[dict[str, str]]) -> str:
-        if self.use_chat_template:
-            return self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False, **self._template_kwargs
-            )
-        return "\n".join(message["content"] for message in messages)
+        return render_prompt(self.tokenizer, messages, self.use_chat_template, self._template_kwargs)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         # A rendered chat template already holds the model's special tokens (BOS included, if any); raw
@@ -246,6 +242,32 @@ class RLHFDataset(Sequence[RLHFItem]):
 
     def __getitem__(self, i: int) -> RLHFItem:  # type: ignore[override]
         return self.items[i]
+
+
+def render_prompt(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    use_chat_template: bool,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """A prompt's text: the chat template with the generation prompt added, or the contents joined by newlines."""
+    if use_chat_template:
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **dict(chat_template_kwargs or {})
+        )
+    return "\n".join(message["content"] for message in messages)
+
+
+def encode_prompt(
+    tokenizer: Any, messages: list[dict[str, str]], use_chat_template: bool | None = None
+) -> list[int]:
+    """One prompt's token ids exactly as RLHFDataset makes them (use_chat_template None: when the tokenizer has
+    a chat template); for prompts that come from elsewhere than a file (zerosearch.infer)."""
+    if use_chat_template is None:
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    text = render_prompt(tokenizer, messages, use_chat_template)
+    # A rendered chat template already holds the model's special tokens; raw text gets them from the tokenizer.
+    return list(tokenizer(text, add_special_tokens=not use_chat_template)["input_ids"])
 
 
 def collate(items: Sequence[RLHFItem]) -> dict[str, list[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.verl.trainer.cli_runs import (
+    read_samples,
     read_steps,
     trainer_command,
     trainer_env,
@@ -153,6 +155,8 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
     assert steps[-1]["val/f1/avg_over_sources"] == steps[-1]["val/f1/toy"]  # one source: its own mean
     assert [s["search/noise_prob"] for s in steps] == sorted(s["search/noise_prob"] for s in steps)
     assert (run_dir / "samples.jsonl").read_text().count("\n") >= 3
+    final = run_dir / "validation" / "step_3" / "trajectories.jsonl"  # validation writes its generations
+    assert len(final.read_text().splitlines()) == 4
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -213,6 +217,18 @@ def test_val_only_validates_once_and_trains_nothing(dataset, tiny_model_dir, tmp
     (line,) = read_steps(run_dir)
     assert line["step"] == 0 and "val/f1/toy" in line and "actor/pg_loss" not in line
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+    # The evaluation harness's files, in the run folder: every row, the table, the figures.
+    folder = run_dir / "validation" / "step_0"
+    rows = [json.loads(x) for x in (folder / "trajectories.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in rows) == [0, 1, 2, 3] and all("answer" in r for r in rows)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["pooled"]["f1"] == pytest.approx(line["val/f1/all"])
+    assert results["sources"]["toy"]["cover_em"] == pytest.approx(line["val/cover_em/toy"])
+    assert "| **Avg (over datasets)** |" in (folder / "results.md").read_text()
+    assert (folder / "em_vs_paper.png").is_file() and (folder / "searches.png").is_file()
+    assert f"[validation] 4 rows: {folder / 'results.md'}" in proc.stderr
+    table = [r for r in read_samples(run_dir) if r["table"] == "val/generations"]
+    assert len(table) == 4 and {"question", "response", "f1"} <= set(table[0]["row"])
 
 
 @pytest.mark.slow
