@@ -209,6 +209,7 @@ class LLMGenerationManager:
                     error=result.error,
                     obs_tokens=len(obs.token_ids),
                     obs_truncated=obs.truncated,
+                    documents=tuple(result.documents[: self.config.topk]),
                 )
             )
             self._append_environment(traj, obs.token_ids)

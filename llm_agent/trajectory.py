@@ -13,8 +13,9 @@ from verl.protocol import DataProto
 
 @dataclass(frozen=True)
 class SearchCall:
-    """What one executed search returned, for metrics: the simulator's useful/noisy draw (None for a real
-    engine), latency, retries, and whether it failed (its error text)."""
+    """What one executed search returned: the query and its documents (before the observation's cut), the
+    simulator's useful/noisy draw (None for a real engine), latency, retries, and whether it failed (its
+    error text)."""
 
     query: str
     noisy: bool | None
@@ -23,6 +24,16 @@ class SearchCall:
     error: str | None
     obs_tokens: int
     obs_truncated: bool
+    documents: tuple[str, ...] = ()
+
+    def record(self) -> dict:
+        """The call as a JSON-ready record (the `search_calls` column: query, documents, noisy, error)."""
+        return {
+            "query": self.query,
+            "documents": list(self.documents),
+            "noisy": self.noisy,
+            "error": self.error,
+        }
 
     @property
     def failed(self) -> bool:
@@ -138,6 +149,7 @@ class AgentRolloutResult:
             "invalid_actions": np.array([s.invalid_actions for s in stats], dtype=object),
             "answered": np.array([s.answered for s in stats], dtype=object),
             "no_noisy_search": np.array([s.no_noisy_search for s in stats], dtype=object),
+            "search_calls": _object_column([[c.record() for c in s.search_calls] for s in stats]),
         }
         return DataProto.from_dict(tensors, non_tensors)
 
@@ -169,3 +181,10 @@ class AgentRolloutResult:
             out["search/latency_p95"] = float(np.percentile(latencies, 95))
             out["search/obs_truncated_fraction"] = float(np.mean([c.obs_truncated for c in calls]))
         return out
+
+
+def _object_column(values: list) -> np.ndarray:
+    """A 1-D object array holding one Python value per row (np.array would nest lists of lists)."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column

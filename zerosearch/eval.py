@@ -147,8 +147,8 @@ def evaluation_agent(tokenizer, search: dict, max_prompt_length: int = 4096, **l
     )
 
 
-def read_records(path: Path) -> dict[tuple[str, int], dict]:
-    """The rows already evaluated, by (data_source, index); a last line cut by a kill is dropped."""
+def read_records(path: Path) -> dict[tuple[str, int, int], dict]:
+    """The rows already evaluated, by (data_source, index, sample); a last line cut by a kill is dropped."""
     if not path.is_file():
         return {}
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -160,7 +160,7 @@ def read_records(path: Path) -> dict[tuple[str, int], dict]:
             if number == len(lines):
                 break
             raise ValueError(f"{path}: line {number} is not JSON") from None
-        records[(record["data_source"], record["index"])] = record
+        records[(record["data_source"], record["index"], record.get("sample", 0))] = record
     return records
 
 
@@ -319,10 +319,15 @@ def evaluate(
     policy_model: str | None = None,
     rollout: str = "auto",
     template: str | None = None,
+    samples: int = 1,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate every row of `data` not yet in `out` (see the module doc); returns the results. `model` is
     the policy (with `policy_url`, the tokenizer of the policy served there); see `load_policy`. `template`:
-    a policy template (name or file) to ask each row's question with, instead of the file's prompt."""
+    a policy template (name or file) to ask each row's question with, instead of the file's prompt.
+    `samples` trajectories per row (record field `sample`), at `temperature` (0: greedy) from `seed`: what
+    `zerosearch.simtune collect` gathers."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
@@ -359,8 +364,17 @@ def evaluate(
         raise ValueError(
             "--data: (data_source, extra_info.index) repeats across rows; each row needs its own"
         )
+    if samples < 1 or (samples > 1 and temperature == 0):
+        raise ValueError(
+            f"samples must be >= 1 and need a temperature > 0 when > 1; got {samples} at {temperature}"
+        )
     done = read_records(out / TRAJECTORIES)
-    todo = [item for item, key in zip(dataset, keys, strict=True) if key not in done]
+    todo = [
+        (item, sample)
+        for item, key in zip(dataset, keys, strict=True)
+        for sample in range(samples)
+        if (*key, sample) not in done
+    ]
     agent = evaluation_agent(
         tokenizer,
         search,
@@ -377,28 +391,36 @@ def evaluate(
             agent.plan_validation(len(todo), 1)  # a paid engine: its budget and estimate, before any request
             policy = load_policy(model, policy_url, policy_model, rollout, device)
             engine = policy.engine
-            greedy = RolloutSamplingParams(temperature=0.0, seed=0)
-            progress = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="evaluate", unit="row")
+            total = len(dataset) * samples
+            progress = tqdm(total=total, initial=total - len(todo), desc="evaluate", unit="row")
             with (out / TRAJECTORIES).open("a", encoding="utf-8") as sink:
                 for start in range(0, len(todo), batch_size):
-                    items = todo[start : start + batch_size]
+                    part = todo[start : start + batch_size]
+                    items = [item for item, _ in part]
                     batch = batch_from_items(next(iter(validation_loader(items, len(items)))))
-                    gen, _ = agent.rollout(batch, engine, greedy, 0, validate=True)
-                    for record in generation_records(batch.union(gen), tokenizer, reward):
-                        sink.write(json.dumps(with_answer_fields(record), ensure_ascii=False) + "\n")
+                    params = RolloutSamplingParams(temperature=temperature, seed=seed * 1_000_003 + start)
+                    gen, _ = agent.rollout(batch, engine, params, 0, validate=True)
+                    records = generation_records(batch.union(gen), tokenizer, reward)
+                    for (_, sample), record in zip(part, records, strict=True):
+                        record = with_answer_fields({**record, "sample": sample})
+                        sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                     sink.flush()
-                    progress.update(len(items))
+                    progress.update(len(part))
             progress.close()
     finally:
         agent.close()
         if policy is not None:
             policy.close()
+    wanted = set(keys)
     records = [
-        r for r in read_records(out / TRAJECTORIES).values() if (r["data_source"], r["index"]) in set(keys)
+        r for key, r in read_records(out / TRAJECTORIES).items() if key[:2] in wanted and key[2] < samples
     ]
     name = model if not policy_url else f"{model} served at {policy_url}"
+    decoding = (
+        "greedy" if temperature == 0 else f"{samples} sample(s) per question at temperature {temperature:g}"
+    )
     summary = (
-        f"{len(records)} rows of {', '.join(map(str, data))}; engine {search['name']}; greedy; "
+        f"{len(records)} rows of {', '.join(map(str, data))}; engine {search['name']}; {decoding}; "
         f"up to {max_turns} searches."
     )
     results = write_results(records, out, f"Evaluation of {name}", summary, compare)
@@ -423,11 +445,12 @@ def write_results(
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zerosearch.eval", description=__doc__.split("\n")[0])
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every flag of an evaluation run: the policy, --data, --out, the engine, the agent limits, --batch-size,
+    --template (shared with zerosearch.simtune collect)."""
     add_policy_arguments(parser)
     parser.add_argument(
-        "--data", required=True, nargs="+", help="test parquet file(s) (zerosearch.data.prepare)"
+        "--data", required=True, nargs="+", help="dataset parquet file(s) (zerosearch.data.prepare)"
     )
     parser.add_argument("--out", required=True, help="results folder (rerun the same command to resume)")
     add_engine_arguments(parser)
@@ -436,25 +459,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--template", help="ask each question with this policy template (name or file), not the file's prompt"
     )
+
+
+def evaluate_args(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """`evaluate` with the flags of `add_evaluation_arguments`, plus `options` (compare, samples, ...)."""
+    return evaluate(
+        args.model,
+        args.data,
+        args.out,
+        search_options(args),
+        batch_size=args.batch_size,
+        device=args.device,
+        policy_url=args.policy_url,
+        policy_model=args.policy_model,
+        rollout=args.rollout,
+        template=args.template,
+        **agent_limits(args),
+        **options,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zerosearch.eval", description=__doc__.split("\n")[0])
+    add_evaluation_arguments(parser)
     parser.add_argument(
         "--compare", help=f"a paper row to print beside ours: {', '.join(sorted(paper_results()))}"
     )
     args = parser.parse_args(argv)
     try:
-        evaluate(
-            args.model,
-            args.data,
-            args.out,
-            search_options(args),
-            batch_size=args.batch_size,
-            compare=args.compare,
-            device=args.device,
-            policy_url=args.policy_url,
-            policy_model=args.policy_model,
-            rollout=args.rollout,
-            template=args.template,
-            **agent_limits(args),
-        )
+        evaluate_args(args, compare=args.compare)
     except (ValueError, FileNotFoundError, ImportError, PolicyEndpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

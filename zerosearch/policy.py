@@ -13,7 +13,6 @@ Two sources, one interface (a `RolloutEngine` and the tokenizer the agent loop w
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ import aiohttp
 
 from verl.utils.seed import derive_seed
 from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSamplingParams
-from zerosearch.search.client import AttemptError, HttpOptions, LoopThread, RequestCore, read_json
+from zerosearch.search.client import HttpOptions, LoopThread, RequestCore, post_all, read_json
 
 ROLLOUTS = ("auto", "hf", "vllm")
 
@@ -110,22 +109,7 @@ class EndpointRollout(RolloutEngine):
         return body
 
     async def _complete_all(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        url = f"{self.base}/v1/completions"
-
-        def attempt_for(body):
-            async def attempt(session: aiohttp.ClientSession) -> dict[str, Any]:
-                async with session.post(url, json=body) as response:
-                    reply = await read_json(response, url)
-                try:
-                    return reply["choices"][0]
-                except (KeyError, IndexError, TypeError):
-                    raise AttemptError(
-                        f"no choices in the reply of {url}: {str(reply)[:200]}", False
-                    ) from None
-
-            return attempt
-
-        outcomes = await asyncio.gather(*(self._core.run(attempt_for(body)) for body in bodies))
+        outcomes = await post_all(self._core, f"{self.base}/v1/completions", bodies)
         failed = [o for o in outcomes if o.error is not None]
         if failed:
             raise PolicyEndpointError(

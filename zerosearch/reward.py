@@ -109,6 +109,15 @@ def _f1_one(norm_pred: str, norm_gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def contains_answer(text: str, golden_answers) -> bool:
+    """Whether `text` (documents) holds a golden answer as whole words after normalization ("Rome" is in
+    "born in Rome." but not in "Romeo"): how a document set is judged to carry the answer."""
+    padded = f" {normalize_answer(text)} "
+    return any(
+        f" {gold} " in padded for gold in map(normalize_answer, golden_answer_list(golden_answers)) if gold
+    )
+
+
 def exact_match(pred: str | None, golden_answers) -> float:
     """Strict EM: 1.0 when the normalized prediction equals some normalized golden answer."""
     return _best(pred, golden_answers, _em_one)

@@ -3,7 +3,7 @@
 A record holds the row (data_source, index, question, golden_answers), the whole response as the policy saw it
 (observations included: `response`), the policy's own tokens (`policy_response`: what the reward scores), the
 reward's answer metrics (em, cover_em, f1, ... from `reward.metrics_fn`) and the agent's per-row counters
-(turns, searches, ...). Validation in a run writes them to `<validation_data_dir>/step_<N>/trajectories.jsonl`,
+(turns, searches, ..., and `search_calls`: each executed search's query and documents). Validation in a run writes them to `<validation_data_dir>/step_<N>/trajectories.jsonl`,
 and the domain's agent may add its own report beside them (`report_validation(records, folder)`:
 ZeroSearch writes the evaluation harness's results.md, results.json and figures); `zerosearch.eval` builds its
 records with the same function, so a run's validation and an evaluation outside one write the same files.
@@ -23,7 +23,7 @@ from verl.protocol import DataProto
 from verl.workers.reward import RewardManager, decode_tokens, policy_texts
 
 # The agent's per-row counters copied into each record when the rollout provides them (llm_agent's stats).
-AGENT_COLUMNS = ("turns", "searches", "valid_actions", "invalid_actions", "answered")
+AGENT_COLUMNS = ("turns", "searches", "valid_actions", "invalid_actions", "answered", "search_calls")
 # What a record says about its row; every other field is a metric of the reward's metrics_fn.
 ROW_FIELDS = ("data_source", "index", "question", "golden_answers", "response", "policy_response")
 TRAJECTORIES = "trajectories.jsonl"

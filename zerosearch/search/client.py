@@ -266,6 +266,28 @@ async def read_json(response: aiohttp.ClientResponse, url: str) -> Any:
         raise AttemptError(f"invalid JSON from {url}: {snippet!r}", retryable=False) from None
 
 
+def first_choice(reply: Any, url: str) -> dict:
+    """The first choice of an OpenAI-style completion reply, or an AttemptError naming the server."""
+    try:
+        return reply["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        raise AttemptError(f"no choices in the reply of {url}: {str(reply)[:200]}", retryable=False) from None
+
+
+async def post_all(core: RequestCore, url: str, bodies: Sequence[dict]) -> list[Outcome[dict]]:
+    """POST every JSON body to an OpenAI-style completion endpoint through `core` (bounded concurrency,
+    retries); each outcome holds the reply's first choice or the final error."""
+
+    def attempt_for(body: dict):
+        async def attempt(session: aiohttp.ClientSession) -> dict:
+            async with session.post(url, json=body) as response:
+                return first_choice(await read_json(response, url), url)
+
+        return attempt
+
+    return list(await asyncio.gather(*(core.run(attempt_for(body)) for body in bodies)))
+
+
 def _retry_after_seconds(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None

@@ -261,6 +261,7 @@ class SimulateSFTBackend(HttpSearchBackend):
             reason = f"unexpected reply from {meta['server']}: {str(outcome.value)[:200]}"
             return failed_result(reason, outcome.retries, outcome.latency_s, noisy, **meta)
         meta["finish_reason"] = choice.get("finish_reason")
+        meta["text"] = text  # the raw output, for format checks (zerosearch.simtune audit)
         documents = parse_documents(text, req.topk)
         if not documents:
             meta["empty_output"] = True  # not an error: the model wrote nothing usable

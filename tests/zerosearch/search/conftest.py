@@ -1,4 +1,5 @@
-"""Real HTTP test servers on 127.0.0.1 for the search backends, run by uvicorn in a background thread.
+"""Real HTTP test servers on 127.0.0.1 for the search backends, run by uvicorn in a background thread
+(tests/zerosearch/conftest.py: `serve`).
 
 - ChatServer: OpenAI-compatible /v1/chat/completions whose documents echo the prompt's query, question,
   answer and label line, so a test can check that each request carried its own data and noise draw.
@@ -13,43 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import threading
-import time
 from dataclasses import dataclass, field
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-
-class ThreadedServer:
-    """uvicorn on an already bound 127.0.0.1 socket (no port race), in a daemon thread."""
-
-    def __init__(self, app):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def start(self) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError(f"test server at {self.url} did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
 
 
 @dataclass
@@ -210,21 +181,6 @@ class RetrieverServer(Recorder):
             return JSONResponse([{"text": passage(q, r)["contents"]} for r in range(body["top_k"])])
 
         return Starlette(routes=[Route("/retrieve", retrieve, methods=["POST"])])
-
-
-@pytest.fixture
-def serve():
-    """serve(app) -> base URL of a fresh server on 127.0.0.1; every server is stopped after the test."""
-    servers: list[ThreadedServer] = []
-
-    def start(app) -> str:
-        server = ThreadedServer(app).start()
-        servers.append(server)
-        return server.url
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
