@@ -243,15 +243,10 @@ def report_lines(audits: dict[str, dict[str, Any]], source: str) -> list[str]:
     return lines
 
 
-def draw(audits: dict[str, dict[str, Any]], out: Path) -> list[Path]:
-    """answer_rates.png (answer rate per query and mode, each simulator's bars side by side) and format.png
-    (how many documents the replies held)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def answer_figure(audits: dict[str, dict[str, Any]]):
+    """Answer rate per query and mode, one bar per simulator; a case not asked (no weak query) has no bar."""
     import matplotlib.pyplot as plt
 
-    labels = [f"{kind} query\n{mode} mode" for kind, mode in CASES]
     keys = [
         "useful_answer_rate",
         "weak_useful_answer_rate",
@@ -261,39 +256,50 @@ def draw(audits: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     width = 0.8 / len(audits)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     for n, (name, audit) in enumerate(audits.items()):
-        values = [100 * (audit[k] or 0.0) for k in keys]
-        bars = ax.bar([p - 0.4 + width * (n + 0.5) for p in range(len(keys))], values, width, label=name)
-        ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    ax.set_xticks(range(len(keys)), labels, fontsize=8)
+        measured = [(p, 100 * audit[k]) for p, k in enumerate(keys) if audit[k] is not None]
+        offsets = [p - 0.4 + width * (n + 0.5) for p, _ in measured]
+        ax.bar_label(ax.bar(offsets, [v for _, v in measured], width, label=name), fmt="%.0f", fontsize=8)
+    ax.set_xticks(range(len(keys)), [f"{kind} query\n{mode} mode" for kind, mode in CASES], fontsize=8)
     ax.set_ylabel("documents hold the answer (%)")
     ax.set_ylim(0, 110)
-    ax.set_title("Answer rate by query and mode (useful: high for a good query; noisy: low)")
-    ax.title.set_fontsize(9)
+    ax.set_title("Answer rate by query and mode (useful: high for a good query; noisy: low)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths = [out / "answer_rates.png"]
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    return fig
 
+
+def format_figure(audits: dict[str, dict[str, Any]]):
+    """The share of replies holding 0..topk documents, one bar per simulator and count."""
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / len(audits)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     for n, (name, audit) in enumerate(audits.items()):
         histogram = audit["document_count_histogram"]
         total = max(1, sum(histogram.values()))
         counts = [int(k) for k in histogram]
-        ax.bar(
-            [c - 0.4 + width * (n + 0.5) for c in counts],
-            [histogram[str(c)] / total for c in counts],
-            width,
-            label=name,
-        )
+        shares = [histogram[str(c)] / total for c in counts]
+        ax.bar([c - 0.4 + width * (n + 0.5) for c in counts], shares, width, label=name)
     ax.set_xlabel("documents in a reply")
     ax.set_ylabel("share of replies")
     ax.set_title("Documents per reply")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out / "format.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    return fig
+
+
+def draw(audits: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+    """answer_rates.png and format.png in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, figure in (("answer_rates", answer_figure(audits)), ("format", format_figure(audits))):
+        paths.append(out / f"{name}.png")
+        figure.savefig(paths[-1])
+        plt.close(figure)
     return paths
 
 

@@ -96,6 +96,12 @@ def test_a_query_blind_simulator_has_no_gap_and_a_faithful_one_a_large_gap(serve
     assert "**faithful**:" in page and "query-sensitive (gap 1.00 ± 0.00)" in page
     for name in ("answer_rates", "format"):
         assert imread(tmp_path / "audit" / f"{name}.png").shape[:2] == (350, 700)
+    from zerosearch.simtune.audit import answer_figure, format_figure
+
+    assert len(answer_figure(audits).axes[0].patches) == 2 * 4  # 2 simulators x 4 cases
+    without_weak = {"blind": {**blind, "weak_useful_answer_rate": None}}
+    assert len(answer_figure(without_weak).axes[0].patches) == 3  # not asked: no bar, not a bar at 0
+    assert len(format_figure(audits).axes[0].patches) == 2 * 6  # 0..5 documents per reply
     replies = (tmp_path / "audit" / "replies.jsonl").read_text().splitlines()
     assert len(replies) == 2 * 32
 
