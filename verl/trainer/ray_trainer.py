@@ -23,6 +23,7 @@ from verl.protocol import DataProto
 from verl.trainer import validation
 from verl.trainer.config import PPOTrainerConfig
 from verl.utils import checkpoint as ckpt
+from verl.utils.checkpoint import fingerprint_changes
 from verl.utils.dataset import StatefulBatchLoader, collate, validation_loader
 from verl.utils.tracking import Tracking
 from verl.workers.reward import RewardManager, decode_tokens
@@ -116,15 +117,6 @@ class TrainingStopped(RuntimeError):
 
 class RunMismatch(RuntimeError):
     """The run folder's checkpoint was made with other settings; the message names them and how to go on."""
-
-
-def fingerprint_changes(saved: dict, current: dict) -> list[str]:
-    """'key: saved -> current' for every setting that differs (a key missing on one side counts)."""
-    return [
-        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key)
-    ]
 
 
 class RayPPOTrainer:

@@ -4,6 +4,7 @@ the offending key, built from a plain dict by `SFTConfig.from_dict`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from verl.trainer.sft_data import TRUNCATION_MODES, SFTKeys
@@ -26,10 +27,12 @@ def require(ok: bool, key: str, message: str) -> None:
 
 @dataclass
 class FSDPSection:
-    """model.fsdp_config: FSDP2 mixed precision (None computes in the stored dtype)."""
+    """model.fsdp_config: FSDP2 mixed precision (None computes in the stored dtype) and, on GPU, parameter
+    (and so gradient and optimizer state) offload to CPU memory between uses."""
 
     param_dtype: str | None = None
     reduce_dtype: str | None = None
+    param_offload: bool = False
 
     def __post_init__(self) -> None:
         for key in ("param_dtype", "reduce_dtype"):
@@ -121,6 +124,7 @@ class TrainerSection:
     save_freq: int = -1
     test_freq: int = -1
     max_ckpt_to_keep: int | None = None
+    resume_mode: str = "auto"
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -134,6 +138,12 @@ class TrainerSection:
             self.max_ckpt_to_keep is None or self.max_ckpt_to_keep > 0,
             "trainer.max_ckpt_to_keep",
             f"must be > 0 or null, got {self.max_ckpt_to_keep}",
+        )
+        mode = self.resume_mode
+        require(
+            mode in ("auto", "disable") or Path(str(mode)).is_dir(),
+            "trainer.resume_mode",
+            f"must be auto, disable or an existing checkpoint folder, got {mode!r}",
         )
 
 

@@ -16,14 +16,18 @@ communication, because every rank holds the whole pre-tokenized dataset and draw
 FSDP2 averages gradients over ranks, so each rank scales its loss by world_size before backward. The result
 is the gradient of one full-batch step on one process, whatever the micro-batch size or the world size.
 
-Checkpoints: `trainer.default_local_dir/global_step_N/huggingface` (model + tokenizer, loadable with
-transformers), written atomically (verl/utils/checkpoint.py) every `save_freq` steps and at the end;
-`trainer.output_dir`, when set, receives a copy of the final model.
+Checkpoints: `trainer.default_local_dir/global_step_N/` written atomically (verl/utils/checkpoint.py) every
+`save_freq` steps and at the end: `huggingface/` (model + tokenizer, loadable with transformers), and the
+training state for an exact resume: `dist/` (model and optimizer shards, reshardable), `lr_scheduler.json`,
+`rng_rank<r>.pt`, `trainer_state.json` (step, data position, and the run's fingerprint: model and training
+files, so a folder never resumes another run). `trainer.resume_mode=auto` (the default) continues from the
+latest one; `trainer.output_dir`, when set, receives a copy of the final model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -40,19 +44,29 @@ from torch.distributed.tensor import DTensor
 
 from verl.trainer.sft_config import SFT_DEPRECATED_KEYS, SFTConfig, require
 from verl.trainer.sft_data import SFTDataset, collate
-from verl.utils.checkpoint import cleanup_checkpoints, step_dir, write_checkpoint
+from verl.utils.checkpoint import (
+    begin_checkpoint,
+    cleanup_checkpoints,
+    commit_checkpoint,
+    find_latest_checkpoint,
+    fingerprint_changes,
+    remove_stale_staging,
+    step_dir,
+)
 from verl.utils.config import ConfigError, check_overrides
 from verl.utils.dataset import StatefulBatchLoader
 from verl.utils.fsdp import (
     device_type,
-    full_state_dict_rank0,
     init_distributed,
+    load_training_state,
     parse_dtype,
+    save_huggingface,
+    save_training_state,
     shard_model,
 )
 from verl.utils.hub import resolve_model
 from verl.utils.optim import build_optimizer
-from verl.utils.seed import set_seed
+from verl.utils.seed import load_rng_state, save_rng_state, set_seed
 from verl.utils.tracking import Tracking
 
 logger = logging.getLogger(__name__)
@@ -76,6 +90,13 @@ class SFTTrainer:
         self.config = config
         self._owns_process_group = not dist.is_initialized()
         self.rank, self.world_size = init_distributed()
+        try:
+            self._setup(config)
+        except BaseException:
+            self.close()  # a failed start leaves no process group behind
+            raise
+
+    def _setup(self, config: SFTConfig) -> None:
         data = config.data
         config.check_world_size(self.world_size)
         model_path = Path(resolve_model(config.model.path, "model.path"))
@@ -109,6 +130,7 @@ class SFTTrainer:
             self.model.parameters(), config.optim, self.total_steps
         )
         self.global_step = 0
+        self.resumed_from: Path | None = None
 
     def _dataset(self, files: list[str]) -> SFTDataset:
         data = self.config.data
@@ -131,6 +153,7 @@ class SFTTrainer:
             model,
             param_dtype=parse_dtype(fsdp.param_dtype) if fsdp.param_dtype else None,
             reduce_dtype=parse_dtype(fsdp.reduce_dtype) if fsdp.reduce_dtype else None,
+            offload=fsdp.param_offload,
         )
 
     def _nll_sum(self, dataset: SFTDataset, indices: list[int]) -> tuple[torch.Tensor, int]:
@@ -220,28 +243,90 @@ class SFTTrainer:
         nll_total, targets = _all_reduce_sum(torch.tensor([nll_total, targets], dtype=torch.float64)).tolist()
         return {"val/loss": nll_total / max(targets, 1)}
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What defines this run: a checkpoint made with other values is not resumed."""
+        return {"model.path": self.config.model.path, "data.train_files": list(self.config.data.train_files)}
+
     def save(self) -> Path:
-        """Write global_step_N/huggingface atomically (all ranks must call it); returns the final folder."""
+        """Write global_step_N (the model in Hugging Face format and the training state) atomically: every
+        rank writes into one staging folder that rank 0 commits once all are done. Returns the model folder."""
         from transformers import AutoModelForCausalLM
 
-        state = full_state_dict_rank0(self.model)
         root = Path(self.config.trainer.default_local_dir)
+        staging = [str(begin_checkpoint(root, self.global_step)) if self.rank == 0 else None]
+        if self.world_size > 1:
+            dist.broadcast_object_list(staging, src=0)
+        folder = Path(staging[0])
+        try:
+            save_huggingface(
+                self.model,
+                AutoModelForCausalLM,
+                self.config.model.dtype,
+                self.tokenizer,
+                folder / "huggingface",
+            )
+            save_training_state(folder, self.model, self.optimizer, self.lr_scheduler)
+            save_rng_state(folder / f"rng_rank{self.rank}.pt")
+            if self.rank == 0:
+                state = {
+                    "global_step": self.global_step,
+                    "dataloader": self.loader.state_dict(),
+                    "fingerprint": self.fingerprint(),
+                }
+                (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            _barrier()
+        except BaseException:
+            if self.rank == 0:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         if self.rank == 0:
-            with write_checkpoint(root, self.global_step) as staging:
-                # A plain model built from the config takes the gathered weights, so save_pretrained sees
-                # ordinary tensors and writes tied weights and the generation config as usual.
-                with torch.device("meta"):
-                    plain = AutoModelForCausalLM.from_config(
-                        self.model.config, dtype=parse_dtype(self.config.model.dtype)
-                    )
-                plain.load_state_dict(state, assign=True)
-                plain.tie_weights()
-                plain.generation_config = self.model.generation_config
-                plain.save_pretrained(staging / "huggingface", safe_serialization=True)
-                self.tokenizer.save_pretrained(staging / "huggingface")
+            commit_checkpoint(folder, root, self.global_step)
             cleanup_checkpoints(root, self.config.trainer.max_ckpt_to_keep)
         _barrier()
         return step_dir(root, self.global_step) / "huggingface"
+
+    def resume_path(self) -> Path | None:
+        """The checkpoint trainer.resume_mode names: auto = the latest in default_local_dir (or None), disable =
+        None, else the given folder (a checkpoint, or a root whose latest checkpoint is used)."""
+        mode, root = self.config.trainer.resume_mode, Path(self.config.trainer.default_local_dir)
+        if mode == "disable":
+            return None
+        if mode == "auto":
+            return find_latest_checkpoint(root)
+        path = Path(mode)
+        return path if (path / "trainer_state.json").is_file() else find_latest_checkpoint(path) or path
+
+    def maybe_resume(self) -> None:
+        """Restore weights, optimizer, schedule, data position, RNG and step from the resume checkpoint."""
+        if self.rank == 0:
+            remove_stale_staging(self.config.trainer.default_local_dir)
+        _barrier()
+        path = self.resume_path()
+        if path is None:
+            return
+        state_file = path / "trainer_state.json"
+        if not state_file.is_file():
+            raise FileNotFoundError(
+                f"{path} holds no training state (trainer_state.json), so it cannot be resumed: give this run "
+                "its own trainer.default_local_dir, or trainer.resume_mode=disable to train from the start here"
+            )
+        state = json.loads(state_file.read_text())
+        changes = fingerprint_changes(state.get("fingerprint", {}), self.fingerprint())
+        if changes:
+            raise ConfigError(
+                f"{path} was saved by a run with other settings, so this run does not resume it:\n  "
+                + "\n  ".join(changes)
+                + "\nGive this run its own trainer.default_local_dir, or trainer.resume_mode=disable to train "
+                "from the start in this folder."
+            )
+        load_training_state(path, self.model, self.optimizer, self.lr_scheduler)
+        rng_file = path / f"rng_rank{self.rank}.pt"
+        if rng_file.is_file():
+            load_rng_state(rng_file)
+        self.global_step = int(state["global_step"])
+        self.loader.load_state_dict(state["dataloader"])
+        self.resumed_from = path
+        logger.info("resumed from %s at step %d", path, self.global_step)
 
     def _publish(self, folder: Path) -> Path:
         """Copy the final model to trainer.output_dir, replacing what is there only once the copy is done."""
@@ -275,9 +360,24 @@ class SFTTrainer:
                 dataclasses.asdict(self.config),
             )
             logger.info("SFT: %d steps; train data %s", self.total_steps, self.train_data.stats)
+        self.maybe_resume()
         final = None
+        if self.resumed_from is not None and self.global_step >= self.total_steps:
+            final = self.resumed_from / "huggingface"
+            if self.rank == 0:
+                print(
+                    f"SFT already finished: {self.resumed_from} is step {self.global_step} of {self.total_steps}; "
+                    "raise trainer.total_training_steps to train on",
+                    file=sys.stderr,
+                    flush=True,
+                )
         try:
-            with tqdm(total=self.total_steps, disable=self.rank != 0, desc="sft") as bar:
+            with tqdm(
+                total=self.total_steps,
+                initial=min(self.global_step, self.total_steps),
+                disable=self.rank != 0,
+                desc="sft",
+            ) as bar:
                 while self.global_step < self.total_steps:
                     metrics = self.train_step(self.loader.next_batch())
                     last = self.global_step == self.total_steps

@@ -199,3 +199,12 @@ def remove_stale_staging(root: str | Path) -> list[Path]:
             shutil.rmtree(entry)
             removed.append(entry)
     return removed
+
+
+def fingerprint_changes(saved: dict, current: dict) -> list[str]:
+    """'key: saved -> current' for every setting that differs (a key missing on one side counts)."""
+    return [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]

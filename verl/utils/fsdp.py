@@ -7,21 +7,35 @@ Getting full weights out comes in two forms:
 * `full_state_dict_rank0`: the whole model on rank 0's CPU, for `save_pretrained`;
 * `iter_full_weights`: a lazy generator of (key, full tensor) pairs, one tensor at a time, for handing the
   weights to a rollout engine without ever holding a second full copy of the model in memory.
+
+Checkpoints (the RL workers and the SFT trainer): `save_huggingface` (the gathered model in Hugging Face format)
+and `save_training_state` / `load_training_state` (model and optimizer shards, reshardable, and the lr schedule).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.distributed.tensor import DTensor
+
+from verl.utils import safe_dcp
 
 DTYPES = {
     "float32": torch.float32,
@@ -105,6 +119,12 @@ def shard_model(
     param_dtype/reduce_dtype: optional mixed precision (compute in param_dtype, reduce gradients in
     reduce_dtype); None keeps the stored dtype. offload: keep the shards (and so the optimizer state and
     gradients) in pinned CPU memory between uses, copying each unit to the GPU only while it computes."""
+    device = next(model.parameters()).device
+    if offload and device.type != "cuda":
+        raise ValueError(
+            "fsdp_config.param_offload moves parameters from the GPU to CPU memory between uses; "
+            f"this rank computes on {device}, so there is nothing to offload (set it to false)"
+        )
     mesh = mesh or world_mesh()
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     placement = CPUOffloadPolicy(pin_memory=True) if offload else OffloadPolicy()
@@ -139,3 +159,41 @@ def iter_full_weights(
         if device is not None:
             tensor = tensor.to(device)
         yield key, tensor
+
+
+def save_huggingface(module: torch.nn.Module, auto_cls: type, dtype: str, tokenizer: Any, path: Path) -> None:
+    """Gather the sharded `module` and write it (and the tokenizer) to `path` in Hugging Face format, on rank
+    0. Every rank must call it. `auto_cls` rebuilds the model class from its config (AutoModelForCausalLM
+    for the actor, AutoModelForTokenClassification for the critic)."""
+    state = full_state_dict_rank0(module)
+    if dist.get_rank() != 0:
+        return
+    # A plain (unsharded) copy built from the config receives the gathered weights, so save_pretrained
+    # sees ordinary tensors and handles tied weights and generation_config as usual.
+    with torch.device("meta"):
+        plain = auto_cls.from_config(module.config, dtype=parse_dtype(dtype))
+    plain.load_state_dict(state, assign=True)
+    plain.tie_weights()
+    generation_config = getattr(module, "generation_config", None)
+    if generation_config is not None:
+        plain.generation_config = generation_config
+    plain.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+
+
+def save_training_state(folder: Path, module: torch.nn.Module, optimizer, lr_scheduler) -> None:
+    """Model and optimizer shards under folder/dist (torch.distributed.checkpoint, reshardable) and the lr
+    schedule in folder/lr_scheduler.json. Every rank must call it."""
+    model_state, optim_state = get_state_dict(module, optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder / "dist"))
+    if dist.get_rank() == 0:
+        (folder / "lr_scheduler.json").write_text(json.dumps(lr_scheduler.state_dict()))
+
+
+def load_training_state(folder: Path, module: torch.nn.Module, optimizer, lr_scheduler) -> None:
+    """Restore what save_training_state wrote into the (identically built) module, optimizer and schedule."""
+    model_state, optim_state = get_state_dict(module, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    safe_dcp.load(state, folder / "dist")  # refuses pickled code a handed-over checkpoint might hide
+    set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    lr_scheduler.load_state_dict(json.loads((folder / "lr_scheduler.json").read_text()))

@@ -32,18 +32,17 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from verl.protocol import DataProto
 from verl.single_controller.decorator import Dispatch, register
-from verl.utils import safe_dcp
 from verl.utils.fsdp import (
     device_type,
-    full_state_dict_rank0,
     init_distributed,
     iter_full_weights,
+    load_training_state,
     parse_dtype,
+    save_huggingface,
+    save_training_state,
     shard_model,
 )
 from verl.utils.optim import build_optimizer
@@ -293,55 +292,12 @@ def shard_on_device(
     if not trainable:
         module.requires_grad_(False)
         module.eval()
-    if fsdp_config.param_offload and device.type != "cuda":
-        raise ValueError(
-            "fsdp_config.param_offload moves parameters from the GPU to CPU memory between uses; "
-            f"this rank computes on {device}, so there is nothing to offload (set it to false)"
-        )
     module.to(device)
     param_dtype = parse_dtype(fsdp_config.param_dtype) if fsdp_config.param_dtype else None
     reduce_dtype = parse_dtype(fsdp_config.reduce_dtype) if fsdp_config.reduce_dtype else None
     return shard_model(
         module, param_dtype=param_dtype, reduce_dtype=reduce_dtype, offload=fsdp_config.param_offload
     )
-
-
-def save_huggingface(module: torch.nn.Module, auto_cls: type, dtype: str, tokenizer: Any, path: Path) -> None:
-    """Gather the sharded `module` and write it (and the tokenizer) to `path` in Hugging Face format, on rank
-    0. Every rank must call it. `auto_cls` rebuilds the model class from its config (AutoModelForCausalLM
-    for the actor, AutoModelForTokenClassification for the critic)."""
-    state = full_state_dict_rank0(module)
-    if dist.get_rank() != 0:
-        return
-    # A plain (unsharded) copy built from the config receives the gathered weights, so save_pretrained
-    # sees ordinary tensors and handles tied weights and generation_config as usual.
-    with torch.device("meta"):
-        plain = auto_cls.from_config(module.config, dtype=parse_dtype(dtype))
-    plain.load_state_dict(state, assign=True)
-    plain.tie_weights()
-    generation_config = getattr(module, "generation_config", None)
-    if generation_config is not None:
-        plain.generation_config = generation_config
-    plain.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-
-
-def save_training_state(folder: Path, module: torch.nn.Module, optimizer, lr_scheduler) -> None:
-    """Model and optimizer shards under folder/dist (torch.distributed.checkpoint, reshardable) and the lr
-    schedule in folder/lr_scheduler.json. Every rank must call it."""
-    model_state, optim_state = get_state_dict(module, optimizer)
-    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder / "dist"))
-    if dist.get_rank() == 0:
-        (folder / "lr_scheduler.json").write_text(json.dumps(lr_scheduler.state_dict()))
-
-
-def load_training_state(folder: Path, module: torch.nn.Module, optimizer, lr_scheduler) -> None:
-    """Restore what save_training_state wrote into the (identically built) module, optimizer and schedule."""
-    model_state, optim_state = get_state_dict(module, optimizer)
-    state = {"model": model_state, "optimizer": optim_state}
-    safe_dcp.load(state, folder / "dist")  # refuses pickled code a handed-over checkpoint might hide
-    set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    lr_scheduler.load_state_dict(json.loads((folder / "lr_scheduler.json").read_text()))
 
 
 def _barrier() -> None:

@@ -320,3 +320,114 @@ def test_two_ranks_equal_one_process_and_the_loss_is_the_global_token_mean(tiny_
     mask = batch["loss_mask"][:, 1:].flatten()
     expected = float((nll * mask).sum() / mask.sum())
     assert metrics[0][0]["train/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+# ---- resume --------------------------------------------------------------------------------------------
+
+
+def _resume_config(tiny_model_dir, data: Path, ckpt: Path, steps: int, **trainer) -> dict:
+    return {
+        "model": {"path": str(tiny_model_dir)},
+        "data": {"train_files": str(data), "train_batch_size": 2, "micro_batch_size_per_gpu": 1},
+        "optim": {"lr": 5e-3, "lr_scheduler": "constant"},
+        "trainer": {"total_training_steps": steps, "default_local_dir": str(ckpt), "save_freq": 2,
+                    "logger": ["jsonl"], **trainer},
+    }  # fmt: skip
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+    tiny_model_dir, tmp_path, one_thread, capsys
+):
+    """4 steps in one go, against 2 steps then the same run raised to 4: the second half resumes the
+    optimizer's moments, the schedule, the data position (4 pairs, batches of 2: the epoch turns at step 2)
+    and the RNG, so every weight is identical."""
+    data = _pairs_file(tmp_path, PAIRS)
+    whole = run_sft(_resume_config(tiny_model_dir, data, tmp_path / "whole", 4))
+    run_sft(_resume_config(tiny_model_dir, data, tmp_path / "parts", 2))
+    parts = run_sft(_resume_config(tiny_model_dir, data, tmp_path / "parts", 4))
+    assert sorted(p.name for p in (tmp_path / "parts").glob("global_step_*")) == [
+        "global_step_2",
+        "global_step_4",
+    ]
+    state = json.loads((tmp_path / "parts" / "global_step_4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and state["fingerprint"]["model.path"] == str(tiny_model_dir)
+    a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=0, rtol=0, msg=name)
+    # The finished run, rerun: nothing is trained, the final model is where it was.
+    assert run_sft(_resume_config(tiny_model_dir, data, tmp_path / "parts", 4)) == parts
+    assert "SFT already finished" in capsys.readouterr().err
+    steps = [json.loads(x)["step"] for x in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_folder_of_another_run_or_without_training_state_is_not_resumed(
+    tiny_model_dir, tmp_path, one_thread
+):
+    from verl.utils.config import ConfigError
+
+    data = _pairs_file(tmp_path, PAIRS)
+    run_sft(_resume_config(tiny_model_dir, data, tmp_path / "ckpt", 2))
+    other = _parquet(tmp_path / "other.parquet", [{"prompt": "q", "response": "a"}] * 4)
+    with pytest.raises(
+        ConfigError, match=r"data\.train_files: \[.*pairs\.parquet'\] -> \[.*other\.parquet'\]"
+    ):
+        run_sft(_resume_config(tiny_model_dir, other, tmp_path / "ckpt", 4))
+    (tmp_path / "ckpt" / "global_step_2" / "trainer_state.json").unlink()  # a model-only checkpoint
+    with pytest.raises(FileNotFoundError, match="holds no training state"):
+        run_sft(_resume_config(tiny_model_dir, data, tmp_path / "ckpt", 4))
+    fresh = run_sft(_resume_config(tiny_model_dir, data, tmp_path / "ckpt", 2, resume_mode="disable"))
+    assert (fresh.parent / "trainer_state.json").is_file()
+
+
+def test_param_offload_on_the_cpu_is_refused_naming_the_key(tiny_model_dir, tmp_path):
+    config = _resume_config(tiny_model_dir, _pairs_file(tmp_path, PAIRS), tmp_path / "ckpt", 2)
+    config["model"]["fsdp_config"] = {"param_offload": True}
+    with pytest.raises(ValueError, match="fsdp_config.param_offload"):
+        run_sft(config)
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()  # the failed start left no process group behind
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-3b-instruct", "qwen2.5-7b-instruct", "qwen2.5-14b-instruct"])
+def test_the_simulator_presets_compose_to_the_papers_settings(name):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from verl.trainer.sft_trainer import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose("sft_trainer", overrides=[f"simtune={name}", "data.train_files=train.parquet"])
+    config = SFTConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    assert (config.optim.lr, config.data.train_batch_size, config.trainer.total_training_steps) == (
+        1e-6,
+        2,
+        1000,
+    )
+    assert config.model.dtype == "float32" and config.model.fsdp_config.param_dtype == "bfloat16"
+    assert config.model.enable_gradient_checkpointing and config.model.path.lower().endswith(name)
+    assert config.model.fsdp_config.param_offload == (name == "qwen2.5-14b-instruct")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_simulator_recipe_on_cuda_offloads_checkpoints_and_resumes(tiny_model_dir, tmp_path):
+    """What the presets turn on for a multi-hour run: fp32 master weights computed in bfloat16, gradient
+    checkpointing, parameter offload to CPU memory; 2 steps, then resumed to 4 with the same weights as 4 in one go
+    (up to CUDA's rounding)."""
+
+    def config(folder: str, steps: int) -> dict:
+        base = _resume_config(tiny_model_dir, _pairs_file(tmp_path, PAIRS), tmp_path / folder, steps)
+        base["model"].update(
+            enable_gradient_checkpointing=True,
+            fsdp_config={"param_dtype": "bfloat16", "reduce_dtype": "float32", "param_offload": True},
+        )
+        return base
+
+    whole = run_sft(config("whole", 4))
+    run_sft(config("parts", 2))
+    parts = run_sft(config("parts", 4))
+    a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=0, msg=name)
