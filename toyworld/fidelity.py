@@ -22,8 +22,8 @@ from pathlib import Path
 
 from toyworld.demos import question_from_row
 from toyworld.engine import ToyWorld
-from toyworld.simtune import PERSON_QUERY_KINDS, SIMULATION_TEMPLATE, make_query, mentions
-from zerosearch.reward import normalize_answer
+from toyworld.simtune import PERSON_QUERY_KINDS, SIMULATION_TEMPLATE, make_query
+from zerosearch.reward import contains_answer
 from zerosearch.search.simulate import parse_documents
 
 
@@ -40,7 +40,7 @@ class FidelityRow:
 
 def answer_documents(documents: list[str], answers) -> int:
     """How many of `documents` carry one of `answers` (normalized, as whole words)."""
-    return sum(mentions(f" {normalize_answer(doc)} ", answers) for doc in documents)
+    return sum(contains_answer(doc, answers) for doc in documents)
 
 
 def measure_fidelity(

@@ -49,6 +49,7 @@ from toyworld.report import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALGORITHM_DIR = REPO_ROOT / "configs" / "algorithm"
 TOYWORLD_PRESET = REPO_ROOT / "configs" / "preset" / "toyworld.yaml"
+TOYWORLD_SEARCH = REPO_ROOT / "configs" / "search" / "toyworld_simulator.yaml"
 SFT_STAGES_FILE = REPO_ROOT / "configs" / "toyworld" / "sft_stages.yaml"
 STAGE_MARKER = "pipeline_stage.json"
 ENGINES = ("simulator", "real")
@@ -60,6 +61,10 @@ RL_TRAIN_FILE = "train_rl.parquet"
 RL_TRAIN_SOURCES = (DATA_SOURCES[1],)
 # A fixed sample of those questions, validated with the RL stage's own engine at noise 0 (report.py).
 TRAIN_FIXED_FILE = "eval_train_fixed.parquet"
+# The simulator's audit (zerosearch.simtune audit): held-out people's single-hop questions, with good and weak
+# queries; 40 questions x 4 cases, one reply each, ~20 s beside the RL stage's start.
+AUDIT_FILE = "audit_questions.parquet"
+AUDIT_QUESTIONS = 40
 ENV = {
     "RAY_AUTH_MODE": "disabled",
     "WANDB_MODE": "offline",
@@ -324,6 +329,16 @@ def write_eval_file(
     pq.write_table(table, out)
 
 
+def write_audit_file(assets: Path, count: int) -> Path:
+    """The simulator audit's questions (toyworld.simtune.audit_rows) from the held-out test people."""
+    from toyworld.simtune import audit_rows
+    from toyworld.world import World
+    from zerosearch.data.schema import read_dataset, write_dataset
+
+    rows = audit_rows(World.load(assets / "world.json"), list(read_dataset(assets / "test.parquet")), count)
+    return write_dataset(rows, assets / AUDIT_FILE)
+
+
 class Pipeline:
     def __init__(self, config: PipelineConfig):
         self.config = config
@@ -353,6 +368,7 @@ class Pipeline:
             "pretrain_mix": PRETRAIN_MIX,
             "pretrain_row_chars": PRETRAIN_ROW_CHARS,
             "batches": [c.copy.batch_size, c.pretrain.batch_size, c.simulator.batch_size],
+            "audit": [AUDIT_FILE, AUDIT_QUESTIONS],
         }
         marker = a / "pipeline_data.json"
 
@@ -382,6 +398,7 @@ class Pipeline:
                 only_sources=RL_TRAIN_SOURCES,
                 sample_seed=0,
             )
+            write_audit_file(a, AUDIT_QUESTIONS)
             marker.write_text(json.dumps(settings))
 
         reuse = marker.is_file() and json.loads(marker.read_text()) == settings
@@ -495,11 +512,45 @@ class Pipeline:
             env={**os.environ, **ENV},
         )
 
-        def train() -> None:
-            with server:
-                _run(self.rl_command(server.url))
+        def audit() -> None:
+            server.start()
+            _run(self.audit_command(server.url))
 
-        self.stages.run(f"RL ({c.algorithm}) with the simulated engine", train)
+        try:
+            self.stages.run("start and audit the simulator (zerosearch.simtune audit)", audit)
+            self.stages.run(
+                f"RL ({c.algorithm}) with the simulated engine", lambda: _run(self.rl_command(server.url))
+            )
+        finally:
+            server.stop()
+
+    def audit_command(self, sim_url: str) -> list[str]:
+        """`python -m zerosearch.simtune audit` on the served simulator, sampled as the RL stage samples it
+        (configs/search/toyworld_simulator.yaml)."""
+        import yaml
+
+        search = yaml.safe_load(TOYWORLD_SEARCH.read_text())
+        return [
+            self.python, "-m", "zerosearch.simtune", "audit", "--url", sim_url, "--name", "toy simulator",
+            "--data", str(self.config.assets.resolve() / AUDIT_FILE),
+            "--out", str(self.config.run_dir.resolve() / "simulator_audit"),
+            "--questions", str(AUDIT_QUESTIONS), "--samples", "1", "--template", search["template"],
+            "--max-tokens", str(search["max_tokens"]), "--temperature", str(search["temperature"]),
+        ]  # fmt: skip
+
+    def audit_line(self) -> str | None:
+        """The summary's line on the simulator: answer rates per mode and the query-sensitivity gap."""
+        path = self.config.run_dir / "simulator_audit" / "audit.json"
+        if not path.is_file():
+            return None
+        (audit,) = json.loads(path.read_text())["simulators"].values()
+        gap, se = audit["query_sensitivity_gap"], audit["query_sensitivity_gap_se"]
+        return (
+            f"simulator audit (held-out questions): useful {audit['useful_answer_rate']:.0%}, noisy "
+            f"{audit['noisy_answer_rate']:.0%}, weak query {audit['weak_useful_answer_rate']:.0%}, unrelated "
+            f"{audit['unrelated_useful_answer_rate']:.0%}; query-sensitivity gap {gap:+.2f} ± {se:.2f}; "
+            f"{path.with_name('audit.md')}"
+        )
 
     def eval_command(self) -> list[str]:
         """`python -m zerosearch.eval` on the trained policy: the held-out people, the world's real engine, and
@@ -549,6 +600,7 @@ class Pipeline:
             self.evaluate_policy()
         report = read_learning(c.run_dir / "metrics.jsonl")
         report.evaluation = self.evaluation_line()
+        report.audit = self.audit_line()
         report.stage_seconds = self.stages.seconds
         report.peak_memory_gib = memory.peak_gib
         (c.run_dir / "summary.txt").write_text(report.table() + "\n", encoding="utf-8")

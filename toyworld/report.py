@@ -37,6 +37,7 @@ class LearningReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_gib: float = 0.0
     evaluation: str | None = None  # the evaluation harness's line: its held-out figure and results folder
+    audit: str | None = None  # the simulator audit's line: answer rates and the query-sensitivity gap
 
     @property
     def reward_first(self) -> float:
@@ -114,6 +115,8 @@ class LearningReport:
             rose = self.fixed_reward[1] > self.fixed_reward[0]
             verdict += f" (on fixed questions: {'rose' if rose else 'did NOT rise'})"
         lines.append(f"{verdict}; held-out EM {'rose' if self.heldout_em_rose else 'did NOT rise'}")
+        if self.audit:
+            lines.append(self.audit)
         if self.evaluation:
             lines.append(self.evaluation)
         return "\n".join(lines)

@@ -1,4 +1,9 @@
-"""Simulation-tuning pairs built the paper's way: real queries, real engine, labels from the documents.
+"""Simulation-tuning pairs built the paper's way, through the project's pipeline (zerosearch.simtune): real
+queries, real engine, labels from the documents.
+
+The toy world's `collect` is scripted (`collect_scripted`, records in `simtune collect`'s format); `label`
+(answer containment) and `build` (deduplicated, a cap on repeated result lists, balanced, the trainer's
+simulation prompt) are the pipeline's own; between them sits the toy filter below.
 
 For training questions we write queries of mixed quality (a full name with relation words, or only a
 last name, a first name, the relation, a misspelt name, a similar name), run each through the world's
@@ -31,12 +36,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_agent.observation import format_documents
 from toyworld.corpus import Document, visible_documents
 from toyworld.engine import ToyWorld
 from toyworld.questions import TYPES_BY_NAME, Question
 from toyworld.world import Person, World, stream
-from zerosearch.reward import normalize_answer
 
 # The toy simulator is tuned on the project's own wording of the simulation prompt, and the demo's search
 # config (configs/search/toyworld_simulator.yaml) sends it the same.
@@ -117,11 +120,6 @@ def make_query(
     return f"{names[kind]} {word}".strip()
 
 
-def mentions(normalized_text: str, phrases) -> bool:
-    """Whether `normalized_text` (normalize_answer'd, padded with spaces) holds one of `phrases` as words."""
-    return any(f" {normalize_answer(p)} " in normalized_text for p in phrases if normalize_answer(p))
-
-
 def _candidates(
     world: World, questions: list[Question], num_questions: int, queries_per_question: int, rng: random.Random
 ) -> list[tuple[Question, str, str]]:
@@ -132,6 +130,45 @@ def _candidates(
         for kind in rng.sample(kinds, min(queries_per_question, len(kinds))):
             out.append((question, kind, make_query(world, question, kind, rng, train_people)))
     return out
+
+
+def collect_scripted(
+    world: World,
+    documents: list[Document],
+    questions: list[Question],
+    num_questions: int,
+    queries_per_question: int = 4,
+    topk: int = 5,
+    rng: random.Random | None = None,
+) -> list[dict]:
+    """`zerosearch.simtune collect`'s records for scripted queries: one per (question, query) with its one
+    search of the world's real engine (BM25 over the documents training may see). `meta` keeps the question
+    type, the query kind and the names the question is about (its subject, and for a two-hop question the
+    bridge entity)."""
+    rng = rng or stream(world.seed, "simtune")
+    visible = [doc.contents for doc in visible_documents(world, documents)]
+    candidates = _candidates(world, questions, num_questions, queries_per_question, rng)
+    # Identical queries (a bare relation word) are searched once.
+    unique_queries = sorted({query for _, _, query in candidates})
+    results = dict(
+        zip(unique_queries, ToyWorld(world, visible).search_many(unique_queries, topk), strict=True)
+    )
+    records = []
+    for n, (question, kind, query) in enumerate(candidates):
+        focus = [world.entity(question.subject).name]
+        if question.bridge is not None:
+            focus += world.answers(question.bridge)
+        records.append(
+            {
+                "data_source": "toyworld",
+                "index": n,
+                "question": question.text,
+                "golden_answers": list(question.answers),
+                "search_calls": [{"query": query, "documents": results[query], "noisy": None, "error": None}],
+                "meta": {"qtype": question.qtype, "query_kind": kind, "focus": focus},
+            }
+        )
+    return records
 
 
 def build_simtune_pairs(
@@ -145,81 +182,73 @@ def build_simtune_pairs(
     mode: str = "sft",
     miss_share: float = 0.0,
 ) -> tuple[list[dict], SimtuneStats]:
-    """Balanced useful / noisy pairs for `num_questions` questions sampled from `questions` (train only).
+    """Balanced useful / noisy pairs for `num_questions` questions sampled from `questions` (train only), made
+    by the simulation-tuning pipeline (zerosearch.simtune): scripted queries collected against the real engine,
+    labelled by answer containment, the toy filter (module doc), then built into SFT rows.
 
-    `documents` is the whole corpus; the engine searches its visible part. Each row: question,
-    golden_answers, qtype, query, query_kind, documents, label, and the SFT view `prompt` (simulation chat
-    messages) and `response` (the documents as "Doc i: ..." lines). `miss_share`: the share of
-    answer-less results used as useful-mode targets (0: the paper's labelling; see the module docstring).
+    Each row: the SFT view `prompt` (simulation chat messages) and `response` (the documents as "Doc i: ..."
+    lines), with question, golden_answers, qtype, query, query_kind, documents and label. `miss_share`: the
+    share of answer-less results used as useful-mode targets (0: the paper's labelling).
     """
-    from zerosearch.templates import simulation_messages
+    from zerosearch.reward import contains_answer
+    from zerosearch.simtune.build import build_rows
+    from zerosearch.simtune.label import interactions, label
 
     if any(world.entity(q.subject).group != "train" for q in questions):
         raise ValueError("simulation-tuning questions must all be about train people")
     if not 0.0 <= miss_share < 1.0:  # at 1 every miss is useful and no noisy target is left
         raise ValueError(f"miss_share must be in [0, 1), got {miss_share}")
     rng = stream(world.seed, "simtune")
-    visible = [doc.contents for doc in visible_documents(world, documents)]
-    candidates = _candidates(world, questions, num_questions, queries_per_question, rng)
-    # Identical queries (a bare relation word) are searched once.
-    unique_queries = sorted({query for _, _, query in candidates})
-    results = dict(
-        zip(unique_queries, ToyWorld(world, visible).search_many(unique_queries, topk), strict=True)
+    records = collect_scripted(world, documents, questions, num_questions, queries_per_question, topk, rng)
+    stats = SimtuneStats(candidates=len(records))
+    kept = []
+    for item in label(interactions(records), by="containment"):
+        meta = dict(item["meta"])
+        focus = meta.pop("focus")
+        if item["label"] == "noisy":
+            # No draw at share 0, so the paper's labelling keeps its random stream.
+            if miss_share > 0 and rng.random() < miss_share:
+                item = {**item, "label": "useful"}
+                stats.useful_misses += 1
+            elif contains_answer(" ".join(item["documents"]), focus):
+                stats.dropped_noisy_naming_subject += 1
+                continue
+        kept.append({**item, "meta": meta})
+    rows, built = build_rows(
+        kept,
+        template=SIMULATION_TEMPLATE,
+        mode=mode,
+        topk=topk,
+        val_fraction=0.0,
+        max_same_response=max_same_response,
+        seed=world.seed,
     )
-    stats = SimtuneStats(candidates=len(candidates))
-    useful, noisy = [], []
-    uses: dict[tuple[str, ...], int] = {}
-    for question, kind, query in candidates:
-        texts = results[query]
-        joined = f" {normalize_answer(' '.join(texts))} "
-        focus = [world.entity(question.subject).name]
-        if question.bridge is not None:
-            focus += world.answers(question.bridge)
-        label = "useful" if mentions(joined, question.answers) else "noisy"
-        # No draw at share 0, so the paper's labelling keeps the stream (and the pairs) it always had.
-        miss = label == "noisy" and miss_share > 0 and rng.random() < miss_share
-        if miss:
-            label = "useful"
-        elif label == "noisy" and mentions(joined, focus):
-            stats.dropped_noisy_naming_subject += 1
-            continue
-        if uses.get(tuple(texts), 0) >= max_same_response:
-            stats.dropped_repeated_response += 1
-            continue
-        uses[tuple(texts)] = uses.get(tuple(texts), 0) + 1
-        stats.useful_misses += miss
-        (useful if label == "useful" else noisy).append((question, kind, query, texts, label))
-    stats.useful, stats.noisy = len(useful), len(noisy)
-    keep = min(len(useful), len(noisy))
-    stats.kept_per_label = keep
-    # Downsample each class keeping candidate order, then shuffle the union once.
-    kept = [pool[i] for pool in (useful, noisy) for i in sorted(rng.sample(range(len(pool)), keep))]
-    rng.shuffle(kept)
-    rows = []
-    for question, kind, query, texts, label in kept:
-        stats.kept_by_kind.setdefault(kind, {"useful": 0, "noisy": 0})[label] += 1
-        rows.append(
-            {
-                "question": question.text,
-                "golden_answers": list(question.answers),
-                "qtype": question.qtype,
-                "query": query,
-                "query_kind": kind,
-                "documents": texts,
-                "label": label,
-                "prompt": simulation_messages(
-                    query,
-                    question.text,
-                    list(question.answers),
-                    useful=label == "useful",
-                    mode=mode,
-                    template=SIMULATION_TEMPLATE,
-                ),
-                "response": format_documents(texts),
-            }
-        )
+    stats.dropped_repeated_response = built.repeated_response + built.duplicates
+    counts = built.per_split["train"]  # after deduplication and the cap on a repeated result list
+    stats.useful, stats.noisy, stats.kept_per_label = counts["useful"], counts["noisy"], counts["kept"] // 2
+    for row in rows["train"]:
+        stats.kept_by_kind.setdefault(row["query_kind"], {"useful": 0, "noisy": 0})[row["label"]] += 1
     stats.kept_by_kind = dict(sorted(stats.kept_by_kind.items()))
-    return rows, stats
+    return rows["train"], stats
+
+
+def audit_rows(world: World, rows: list[dict], count: int) -> list[dict]:
+    """The first `count` single-hop rows of a dataset with the queries `zerosearch.simtune audit` asks about:
+    `query` the full name and a relation word (what finds the answer with the real engine), `weak_query` the
+    first name and a relation word (found for about half of the people)."""
+    from toyworld.demos import question_from_row
+
+    rng = stream(world.seed, "audit")
+    out = []
+    for row in rows:
+        question = question_from_row(world, row)
+        if question.hops != 1:
+            continue
+        queries = {kind: make_query(world, question, kind, rng, []) for kind in ("full", "first")}
+        out.append({**row, "query": queries["full"], "weak_query": queries["first"]})
+        if len(out) == count:
+            break
+    return out
 
 
 def write_pairs(rows: list[dict], path: str | Path) -> Path:

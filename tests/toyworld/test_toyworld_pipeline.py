@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -380,4 +381,40 @@ def test_the_demo_ends_with_the_evaluation_harness_on_the_trained_policy(built_w
     line = pipeline.evaluation_line()
     assert line.startswith("evaluation (zerosearch.eval, held-out, real engine): EM ") and line.endswith(
         "results.md"
+    )
+
+
+def test_the_demo_audits_its_simulator_with_held_out_questions(built_world, tmp_path):
+    """The audit's questions are held-out single-hop ones with a full-name query and a first-name one; the
+    audit runs on the served simulator with the RL stage's sampling, and the summary gets its line (the built
+    model stands in for the tuned simulator)."""
+    import shutil
+
+    from toyworld.pipeline import write_audit_file
+    from zerosearch.data.schema import read_dataset
+    from zerosearch.utils.serving import ServerProcess, find_free_port
+
+    out, _ = built_world
+    assets = tmp_path / "assets"
+    shutil.copytree(out, assets)
+    rows = list(read_dataset(write_audit_file(assets, 3)))
+    assert len(rows) == 3 and all(r["data_source"] == "toyworld_single_hop" for r in rows)
+    for row in rows:
+        first = row["weak_query"].split()[0]
+        assert row["query"].startswith(first) and len(row["query"].split()) > len(row["weak_query"].split())
+    pipeline = Pipeline(parse_args(["--assets", str(assets), "--run-dir", str(tmp_path / "run")]))
+    assert pipeline.audit_line() is None
+    args = ["--model", str(assets / "model_init"), "--num-threads", "1"]
+    with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as server:
+        command = pipeline.audit_command(server.url)
+        flags = dict(zip(command[4::2], command[5::2], strict=False))
+        assert (flags["--template"], flags["--max-tokens"], flags["--temperature"]) == (
+            "project",
+            "256",
+            "0.5",
+        )
+        subprocess.run(command, check=True, timeout=300)
+    line = pipeline.audit_line()
+    assert (
+        line.startswith("simulator audit (held-out questions): useful ") and "query-sensitivity gap" in line
     )

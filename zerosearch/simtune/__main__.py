@@ -93,6 +93,8 @@ def _audit(args: argparse.Namespace) -> None:
         args.mode,
         args.topk,
         args.seed,
+        args.max_tokens,
+        args.temperature,
     )
     for name, metrics in audits.items():
         gap = metrics["query_sensitivity_gap"]
@@ -176,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=600, help="the simulator's reply budget (default 600)")
+    p.add_argument("--temperature", type=float, default=0.8, help="its sampling temperature (default 0.8)")
     p.set_defaults(run=_audit)
     return top
 

@@ -80,15 +80,16 @@ def probes(rows: Sequence[dict[str, Any]], samples: int) -> list[Probe]:
 
 
 def ask(
-    url: str, items: Sequence[Probe], template: str, mode: str, topk: int, seed: int
+    url: str, items: Sequence[Probe], mode: str, topk: int, seed: int, **sampling: Any
 ) -> list[dict[str, Any]]:
-    """Every probe sent to the simulator at `url` through the search backend; one reply record per probe."""
+    """Every probe sent to the simulator at `url` through the search backend (`simulate_<mode>` with the
+    `sampling` options: template, max_tokens, temperature); one reply record per probe."""
     from llm_agent.search import SearchRequest
     from zerosearch.search import build_search_backend
     from zerosearch.search.simulate import row_context
 
     backend = build_search_backend(
-        name=f"simulate_{mode}", urls=[url], template=template, seed=seed, max_failure_rate=1.0
+        name=f"simulate_{mode}", urls=[url], seed=seed, max_failure_rate=1.0, **sampling
     )
     out = []
     try:
@@ -313,9 +314,12 @@ def audit(
     mode: str = "sft",
     topk: int = 5,
     seed: int = 0,
+    max_tokens: int = 600,
+    temperature: float = 0.8,
 ) -> dict[str, dict[str, Any]]:
-    """Audit each simulator in `urls` (name -> server) on the first `questions` rows of `data` (a dataset parquet
-    or jsonl with question and golden_answers); returns name -> metrics and writes the files in `out`."""
+    """Audit each simulator in `urls` (name -> server) on the first `questions` rows of `data` (a dataset
+    parquet with question and golden_answers), sampled as training samples it (template, max_tokens,
+    temperature: the search config's values); returns name -> metrics and writes the files in `out`."""
     from zerosearch.data.schema import read_dataset
 
     if mode not in ("sft", "prompt"):
@@ -328,7 +332,9 @@ def audit(
     out.mkdir(parents=True, exist_ok=True)
     audits, replies = {}, []
     for name, url in urls.items():
-        answered = ask(url, items, template, mode, topk, seed)
+        answered = ask(
+            url, items, mode, topk, seed, template=template, max_tokens=max_tokens, temperature=temperature
+        )
         replies += [{"simulator": name, **r} for r in answered]
         audits[name] = measure(answered, topk)
     (out / "replies.jsonl").write_text(

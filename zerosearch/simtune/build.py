@@ -55,11 +55,13 @@ def sft_row(item: dict[str, Any], template: str, mode: str, answer_mode: str, to
             template=template,
         ),
         "response": format_documents(item["documents"][:topk]),
+        "documents": list(item["documents"][:topk]),
         "label": item["label"],
         "query": item["query"],
         "question": item["question"],
         "golden_answers": list(item["golden_answers"]),
         "data_source": item.get("data_source", ""),
+        **item.get("meta", {}),
     }
 
 

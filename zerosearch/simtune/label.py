@@ -36,7 +36,8 @@ _VERDICT = re.compile(r"\b(yes|no)\b", re.I)
 
 
 def interactions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every executed search with documents, from collected trajectory records, in order."""
+    """Every executed search with documents, from collected trajectory records, in order. A record's `meta`
+    (a collector's own notes, e.g. the toy world's query kind) goes with each of its interactions."""
     out = []
     for record in records:
         for turn, call in enumerate(record.get("search_calls") or [], 1):
@@ -53,6 +54,7 @@ def interactions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "query": call["query"],
                     "documents": list(call["documents"]),
                     "trajectory_correct": bool(record.get("cover_em", 0.0) >= 1.0),
+                    **({"meta": record["meta"]} if "meta" in record else {}),
                 }
             )
     return out
