@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         help="share of the real engine's answer-less results used as useful-mode simulation-tuning targets "
         "(0: useful targets always hold the answer, the paper's labelling; docs/toyworld.md)",
     )
+    b.add_argument(
+        "--simtune-labelling",
+        default=defaults.simtune_labelling,
+        choices=("paper", "engine"),
+        help="paper: useful targets hold the answer; engine: every query's real results are its useful target "
+        "(docs/toyworld.md)",
+    )
     b.add_argument("--topk", type=int, default=defaults.topk)
     b.add_argument("--pretrain-copy", type=int, default=defaults.pretrain_copy)
     b.add_argument("--pretrain-reading", type=int, default=defaults.pretrain_reading)
@@ -113,6 +120,7 @@ def _config(args: argparse.Namespace) -> BuildConfig:
         train_entity_eval_size=args.train_entity_eval_size,
         simtune_questions=args.simtune_questions,
         simtune_miss_share=args.simtune_miss_share,
+        simtune_labelling=args.simtune_labelling,
         queries_per_question=args.queries_per_question,
         topk=args.topk,
         pretrain_copy=args.pretrain_copy,

@@ -54,6 +54,7 @@ class BuildConfig:
     simtune_questions: int = 3000
     queries_per_question: int = 4
     simtune_miss_share: float = 0.0
+    simtune_labelling: str = "paper"
     topk: int = 5
     pretrain_copy: int = 30000
     pretrain_reading: int = 6000
@@ -77,6 +78,8 @@ class BuildConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.simtune_miss_share < 1.0:
             raise ValueError(f"simtune_miss_share must be in [0, 1), got {self.simtune_miss_share}")
+        if self.simtune_labelling not in ("paper", "engine"):
+            raise ValueError(f"simtune_labelling must be paper or engine, got {self.simtune_labelling!r}")
         for name in ("pretrain_copy", "pretrain_reading"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -166,6 +169,7 @@ def build(out_dir: str | Path, config: BuildConfig | None = None, overwrite: boo
         config.queries_per_question,
         config.topk,
         miss_share=config.simtune_miss_share,
+        labelling=config.simtune_labelling,
     )
     write_pairs(pairs, out / "simtune_pairs.parquet")
     step(

@@ -44,6 +44,7 @@ from toyworld.world import Person, World, stream
 # The toy simulator is tuned on the project's own wording of the simulation prompt, and the demo's search
 # config (configs/search/toyworld_simulator.yaml) sends it the same.
 SIMULATION_TEMPLATE = "project"
+LABELLINGS = ("paper", "engine")
 PERSON_QUERY_KINDS = ("full", "question", "last", "first", "relation", "misspelled", "similar_name")
 BRIDGE_QUERY_KINDS = ("bridge_full", "bridge_misspelled", "relation")
 GOOD_KINDS = frozenset({"full", "question", "bridge_full"})
@@ -181,6 +182,7 @@ def build_simtune_pairs(
     max_same_response: int = 3,
     mode: str = "sft",
     miss_share: float = 0.0,
+    labelling: str = "paper",
 ) -> tuple[list[dict], SimtuneStats]:
     """Balanced useful / noisy pairs for `num_questions` questions sampled from `questions` (train only), made
     by the simulation-tuning pipeline (zerosearch.simtune): scripted queries collected against the real engine,
@@ -188,7 +190,10 @@ def build_simtune_pairs(
 
     Each row: the SFT view `prompt` (simulation chat messages) and `response` (the documents as "Doc i: ..."
     lines), with question, golden_answers, qtype, query, query_kind, documents and label. `miss_share`: the
-    share of answer-less results used as useful-mode targets (0: the paper's labelling).
+    share of answer-less results used as useful-mode targets (0: the paper's labelling). `labelling`:
+    "paper" (useful = the documents hold the answer) or "engine" (every query's real results are its
+    useful-mode target, answer or not, and the answer-less ones are also noisy-mode targets: the useful
+    side follows what the query found, so a weak query's useful documents often lack the answer).
     """
     from zerosearch.reward import contains_answer
     from zerosearch.simtune.build import build_rows
@@ -198,6 +203,8 @@ def build_simtune_pairs(
         raise ValueError("simulation-tuning questions must all be about train people")
     if not 0.0 <= miss_share < 1.0:  # at 1 every miss is useful and no noisy target is left
         raise ValueError(f"miss_share must be in [0, 1), got {miss_share}")
+    if labelling not in LABELLINGS:
+        raise ValueError(f"labelling must be one of {', '.join(LABELLINGS)}, got {labelling!r}")
     rng = stream(world.seed, "simtune")
     records = collect_scripted(world, documents, questions, num_questions, queries_per_question, topk, rng)
     stats = SimtuneStats(candidates=len(records))
@@ -212,7 +219,11 @@ def build_simtune_pairs(
                 stats.useful_misses += 1
             elif contains_answer(" ".join(item["documents"]), focus):
                 stats.dropped_noisy_naming_subject += 1
+                if labelling == "engine":
+                    kept.append({**item, "label": "useful", "meta": meta})
                 continue
+            elif labelling == "engine":  # what the engine found is also this query's useful-mode target
+                kept.append({**item, "label": "useful", "meta": meta})
         kept.append({**item, "meta": meta})
     rows, built = build_rows(
         kept,

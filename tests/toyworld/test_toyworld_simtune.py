@@ -128,3 +128,28 @@ def test_miss_share_adds_answerless_useful_targets(small_world, small_corpus, sm
 def test_miss_share_outside_range_is_refused(small_world, small_corpus, small_splits, share):
     with pytest.raises(ValueError, match="miss_share"):
         build_simtune_pairs(small_world, small_corpus, small_splits.train, num_questions=10, miss_share=share)
+
+
+def test_engine_labelling_makes_what_the_query_found_its_useful_target(
+    small_world, small_corpus, small_splits
+):
+    """Under the engine's labelling a weak query's useful target is what the engine found for it (often no
+    answer), and those answer-less results are noisy targets as well; noisy targets still never hold it."""
+    rows, _ = build_simtune_pairs(
+        small_world, small_corpus, small_splits.train, num_questions=400, labelling="engine"
+    )
+
+    def carries(r):
+        return any(_carries(r["documents"], a) for a in r["golden_answers"])
+
+    useful = [r for r in rows if r["label"] == "useful"]
+    assert sum(not carries(r) for r in useful) > 0.2 * len(useful)
+    assert not any(carries(r) for r in rows if r["label"] == "noisy")
+    both = {(r["query"], tuple(r["documents"])) for r in useful} & {
+        (r["query"], tuple(r["documents"])) for r in rows if r["label"] == "noisy"
+    }
+    assert both  # one search, both modes' target
+    paper, _ = build_simtune_pairs(small_world, small_corpus, small_splits.train, num_questions=400)
+    assert all(carries(r) for r in paper if r["label"] == "useful")
+    with pytest.raises(ValueError, match="labelling must be one of paper, engine"):
+        build_simtune_pairs(small_world, small_corpus, small_splits.train, num_questions=5, labelling="judge")
