@@ -62,9 +62,10 @@ RL_TRAIN_SOURCES = (DATA_SOURCES[1],)
 # A fixed sample of those questions, validated with the RL stage's own engine at noise 0 (report.py).
 TRAIN_FIXED_FILE = "eval_train_fixed.parquet"
 # The simulator's audit (zerosearch.simtune audit): held-out people's single-hop questions, with good and weak
-# queries; 40 questions x 4 cases, one reply each, ~20 s beside the RL stage's start.
+# queries; 100 questions x 4 cases x 2 replies, ~45 s. 40 x 1 (9 s) left the gap's standard error at 0.11.
 AUDIT_FILE = "audit_questions.parquet"
-AUDIT_QUESTIONS = 40
+AUDIT_QUESTIONS = 100
+AUDIT_SAMPLES = 2
 ENV = {
     "RAY_AUTH_MODE": "disabled",
     "WANDB_MODE": "offline",
@@ -534,7 +535,7 @@ class Pipeline:
             self.python, "-m", "zerosearch.simtune", "audit", "--url", sim_url, "--name", "toy simulator",
             "--data", str(self.config.assets.resolve() / AUDIT_FILE),
             "--out", str(self.config.run_dir.resolve() / "simulator_audit"),
-            "--questions", str(AUDIT_QUESTIONS), "--samples", "1", "--template", search["template"],
+            "--questions", str(AUDIT_QUESTIONS), "--samples", str(AUDIT_SAMPLES), "--template", search["template"],
             "--max-tokens", str(search["max_tokens"]), "--temperature", str(search["temperature"]),
         ]  # fmt: skip
 
