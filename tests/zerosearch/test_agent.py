@@ -29,16 +29,18 @@ def corpus(path, text: str) -> str:
     return str(path)
 
 
-def make_loop(tokenizer, tmp_path, by_source=None) -> ZeroSearchAgentLoop:
+def make_loop(tokenizer, tmp_path, by_source=None, val_search=None, max_turns=1) -> ZeroSearchAgentLoop:
+    """A loop training on one local page and validating on another (or on `val_search`)."""
     return ZeroSearchAgentLoop(
         tokenizer,
         total_training_steps=10,
         max_prompt_length=64,
         search={"name": "local", "corpus": corpus(tmp_path / "train.jsonl", "training engine page")},
         curriculum={"start": 0.0, "end": 0.5},
-        val_search={"name": "local", "corpus": corpus(tmp_path / "val.jsonl", "validation engine page")},
+        val_search=val_search
+        or {"name": "local", "corpus": corpus(tmp_path / "val.jsonl", "validation engine page")},
         val_search_by_source=by_source,
-        max_turns=1,
+        max_turns=max_turns,
     )
 
 
@@ -127,15 +129,7 @@ def test_paid_validation_needs_a_budget_and_prints_its_estimate(tokenizer, tmp_p
     google = {"name": "google", "base_url": "http://127.0.0.1:9"}
 
     def loop(**val_search):
-        return ZeroSearchAgentLoop(
-            tokenizer,
-            total_training_steps=10,
-            max_prompt_length=64,
-            search={"name": "local", "corpus": corpus(tmp_path / "train.jsonl", "training engine page")},
-            curriculum={"start": 0.0, "end": 0.5},
-            val_search={**google, **val_search},
-            max_turns=2,
-        )
+        return make_loop(tokenizer, tmp_path, val_search={**google, **val_search}, max_turns=2)
 
     unbudgeted = loop()
     with pytest.raises(
