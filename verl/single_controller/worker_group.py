@@ -4,9 +4,10 @@
 torch.distributed environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and
 then builds `WorkerCls(*args, **kwargs)` in every process at the same time, so the constructor may call
 `torch.distributed.init_process_group` (gloo on CPU, nccl on GPU: the worker decides). MASTER_ADDR is
-127.0.0.1 when every rank is on one node, else rank 0's node IP; MASTER_PORT is a port free on rank 0's node.
-With one whole GPU per rank, CUDA_VISIBLE_DEVICES lists the group's GPUs on the node so that device
-cuda:LOCAL_RANK is the rank's own. The worker class is a plain class; a small host actor wraps it, which is
+127.0.0.1 when every rank is on one host, else rank 0's node IP; MASTER_PORT is a port free on rank 0's node.
+LOCAL_RANK counts the ranks on the same Ray node. With one whole GPU per rank, CUDA_VISIBLE_DEVICES lists the
+group's GPUs on the node so that device cuda:LOCAL_RANK is the rank's own. `placements` records where every
+rank runs (Ray node id, IP, pid, GPU ids, local rank). The worker class is a plain class; a small host actor wraps it, which is
 why the same class also runs in-process without Ray.
 
 Every method tagged with @register becomes a method of the group with the same name that spreads its
@@ -55,9 +56,14 @@ class _WorkerHost:
     def __init__(self) -> None:
         self.worker: Any = None
 
-    def placement(self) -> tuple[str, list[str]]:
-        """This process's node IP and the ids of the GPUs Ray gave it."""
-        return ray.util.get_node_ip_address(), [str(gpu) for gpu in ray.get_gpu_ids()]
+    def placement(self) -> dict[str, Any]:
+        """Where this process runs: Ray node id, node IP, pid, and the ids of the GPUs Ray gave it."""
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "gpus": [str(gpu) for gpu in ray.get_gpu_ids()],
+        }
 
     def free_port(self) -> int:
         return free_port()
@@ -150,7 +156,7 @@ class RayWorkerGroup:
         if not isinstance(worker_cls, type):
             raise TypeError(f"RayWorkerGroup: worker_cls must be a plain class, got {worker_cls!r}")
         methods = registered_methods(worker_cls)
-        reserved = {*dir(type(self)), "name", "pids", "worker_cls", "resource_pool"}
+        reserved = {*dir(type(self)), "name", "pids", "placements", "worker_cls", "resource_pool"}
         clashes = sorted(name for name in methods if name in reserved)
         if clashes:
             raise ValueError(
@@ -182,7 +188,7 @@ class RayWorkerGroup:
         return [
             host_cls.options(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=pool.placement_group, placement_group_bundle_index=rank
+                    placement_group=pool.placement_group, placement_group_bundle_index=pool.bundle_of(rank)
                 ),
                 **options,
             ).remote()
@@ -191,18 +197,21 @@ class RayWorkerGroup:
 
     def _start(self, init_args: tuple, init_kwargs: dict) -> list[int]:
         """Set every rank's torch.distributed variables, then build the workers all at once; their pids."""
-        placements = _gather([host.placement.remote() for host in self._hosts], "placement", None)
-        ips = [ip for ip, _ in placements]
+        self.placements = _gather([host.placement.remote() for host in self._hosts], "placement", None)
+        ips = [p["node_ip"] for p in self.placements]
+        nodes = [p["node_id"] for p in self.placements]
         port = _gather([self._hosts[0].free_port.remote()], "free_port", None)[0]
-        # One node: loopback needs no routable interface. Several nodes: everyone dials rank 0's node.
+        # One host: loopback needs no routable interface. Several hosts: everyone dials rank 0's node.
         master = LOOPBACK if len(set(ips)) == 1 else ips[0]
         # Ray shows each actor only its own GPU, so every rank would be cuda:0. With one whole GPU per rank,
         # show each rank all its node's group GPUs ordered by local rank: cuda:LOCAL_RANK is then its own GPU
         # (what torchrun-style code expects) and NCCL sees its peers for direct GPU-to-GPU transfers.
-        one_gpu_each = self.resource_pool.num_gpus_per_worker == 1 and all(len(g) == 1 for _, g in placements)
+        gpus = [p["gpus"] for p in self.placements]
+        one_gpu_each = self.resource_pool.num_gpus_per_worker == 1 and all(len(g) == 1 for g in gpus)
         refs = []
         for rank, host in enumerate(self._hosts):
-            same_node = [r for r, ip in enumerate(ips) if ip == ips[rank]]
+            same_node = [r for r, node in enumerate(nodes) if node == nodes[rank]]
+            self.placements[rank]["local_rank"] = same_node.index(rank)
             env = {
                 "RANK": str(rank),
                 "WORLD_SIZE": str(self.world_size),
@@ -212,7 +221,7 @@ class RayWorkerGroup:
                 "MASTER_PORT": str(port),
             }
             if one_gpu_each:
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(placements[r][1][0] for r in same_node)
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[r][0] for r in same_node)
             refs.append(host.start.remote(env, self.worker_cls, init_args, init_kwargs))
         return _gather(refs, f"{self.worker_cls.__name__}.__init__", None)
 

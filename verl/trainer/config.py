@@ -22,6 +22,7 @@ from typing import Any
 
 from verl.algorithms import ADV_ESTIMATORS, KL_PENALTIES
 from verl.algorithms.advantages import uses_critic
+from verl.single_controller.ray_utils import MIN_OBJECT_STORE_BYTES
 from verl.utils.config import ConfigError, build, rename_keys, require
 from verl.utils.dataset import OVERLONG_POLICIES
 from verl.utils.hub import ModelNotFoundError, resolve_model
@@ -213,9 +214,20 @@ class TrainerConfig:
 
 @dataclass
 class RayInitConfig:
-    """ray_init: options of the local Ray cluster the driver starts."""
+    """ray_init: the Ray cluster the driver joins (address, else $RAY_ADDRESS) or starts (the other keys)."""
 
+    address: str | None = None
     num_cpus: int | None = None
+    object_store_memory: int | None = None
+
+    def __post_init__(self):
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(f"ray_init.num_cpus must be >= 1 or null, got {self.num_cpus}")
+        if self.object_store_memory is not None and self.object_store_memory < MIN_OBJECT_STORE_BYTES:
+            raise ValueError(
+                f"ray_init.object_store_memory must be at least {MIN_OBJECT_STORE_BYTES} (100 MB) or null, "
+                f"got {self.object_store_memory}"
+            )
 
 
 @dataclass

@@ -8,6 +8,7 @@ domain comes in through the config only: `agent._target_` (the multi-turn loop, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -98,12 +99,18 @@ def run(raw: dict) -> dict[str, float]:
             agent.close()
             raise
     device = _device(cfg)
-    init_ray(num_cpus=cfg.ray_init.num_cpus, env_vars={"TOKENIZERS_PARALLELISM": "false"})
+    init_ray(
+        num_cpus=cfg.ray_init.num_cpus,
+        object_store_memory=cfg.ray_init.object_store_memory,
+        env_vars={"TOKENIZERS_PARALLELISM": "false"},
+        address=cfg.ray_init.address,
+    )
     pool = RayResourcePool(
         trainer.world_size,
         num_cpus_per_worker=1,
         num_gpus_per_worker=1 if device == "cuda" else 0,
         name="actor_rollout_ref",
+        nnodes=trainer.nnodes,
     )
     role = "actor_rollout_ref" if cfg.needs_reference else "actor_rollout"
     # trainer.device=cpu on a GPU host: hide the GPUs too, or the workers would pick CUDA and nccl anyway.
@@ -111,6 +118,7 @@ def run(raw: dict) -> dict[str, float]:
     tracker = None
     wg, actor_rollout_wg, critic_wg = _worker_groups(cfg, pool, role, worker_env)
     try:
+        record_placement(wg.placements, Path(trainer.default_local_dir))
         actor_rollout_wg.init_model()
         if critic_wg is not None:
             critic_wg.init_model()
@@ -130,6 +138,27 @@ def run(raw: dict) -> dict[str, float]:
         agent.close()
         wg.shutdown()
         pool.remove()
+
+
+def record_placement(placements: list[dict], run_dir: Path) -> None:
+    """Log where every rank runs and write it to <run>/placement.json (rank, Ray node id, IP, pid, GPUs, local rank):
+    the first thing to read when a multi-node run hangs or lands on the wrong GPUs."""
+    rows = [{"rank": rank, **place} for rank, place in enumerate(placements)]
+    nodes = sorted({row["node_id"] for row in rows})
+    for row in rows:
+        logger.info(
+            "rank %d (local rank %d) on node %d/%d (%s, ip %s), pid %d, GPUs %s",
+            row["rank"],
+            row["local_rank"],
+            nodes.index(row["node_id"]) + 1,
+            len(nodes),
+            row["node_id"][:12],
+            row["node_ip"],
+            row["pid"],
+            row["gpus"] or "none",
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "placement.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def _worker_groups(cfg: PPOTrainerConfig, pool, role: str, worker_env: dict):

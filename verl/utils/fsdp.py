@@ -10,6 +10,9 @@ Getting full weights out comes in two forms:
 
 Checkpoints (the RL workers and the SFT trainer): `save_huggingface` (the gathered model in Hugging Face format)
 and `save_training_state` / `load_training_state` (model and optimizer shards, reshardable, and the lr schedule).
+
+Offload on GPU: `shard_model(offload=True)` keeps parameters (and so their gradients and optimizer state) in CPU
+memory; `offload_optimizer_state` / `reload_optimizer_state` move only the optimizer's state out and back.
 """
 
 from __future__ import annotations
@@ -132,6 +135,30 @@ def shard_model(
         fully_shard(layer, mesh=mesh, mp_policy=policy, offload_policy=placement)
     fully_shard(model, mesh=mesh, mp_policy=policy, offload_policy=placement)
     return model
+
+
+def offload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Optimizer offload: move the optimizer's state tensors (AdamW's moments, twice the model's size in fp32)
+    to CPU memory, freeing the GPU for the rollout and the forward passes until the next update. The `step`
+    counters stay where the optimizer keeps them."""
+    _move_optimizer_state(optimizer, lambda param: torch.device("cpu"))
+
+
+def reload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Bring the state that `offload_optimizer_state` moved back beside each parameter (its device), before
+    the optimizer steps or its state is saved or loaded."""
+    _move_optimizer_state(optimizer, lambda param: param.device)
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, target) -> None:
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            for key, value in (state or {}).items():
+                if key != "step" and torch.is_tensor(value):
+                    state[key] = value.to(target(param), non_blocking=True)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # the non-blocking copies are done before anyone reads or frees memory
 
 
 def full_state_dict_rank0(model: nn.Module) -> dict[str, torch.Tensor]:

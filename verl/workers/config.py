@@ -12,6 +12,8 @@ Batch-size units, as in verl's YAML, with the quantities the workers use as name
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,6 +37,27 @@ def _non_negative(key: str, value: int | float) -> None:
 def _dtype(key: str, value: str | None) -> None:
     if value is not None and value not in DTYPES:
         raise ValueError(f"{key}: unknown dtype {value!r}; valid: {', '.join(DTYPES)}")
+
+
+# transformers' attention implementations, and the package each needs beyond transformers itself.
+ATTENTION_IMPLEMENTATIONS = {"eager": None, "sdpa": None, "flash_attention_2": "flash_attn"}
+
+
+def _attention(key: str, value: str | None) -> None:
+    """A known implementation whose kernel package is installed (checked in the driver, before any worker)."""
+    if value is None:
+        return
+    if value not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"{key}: unknown attention implementation {value!r}; valid: {', '.join(ATTENTION_IMPLEMENTATIONS)} "
+            f"or null (transformers' default)"
+        )
+    package = ATTENTION_IMPLEMENTATIONS[value]
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ValueError(
+            f"{key}={value} needs the {package} package, which is not installed in {sys.executable}: install it "
+            f"(make install-gpu, docs/gpu.md) or set {key}=sdpa"
+        )
 
 
 @dataclass
@@ -79,12 +102,14 @@ class OptimConfig:
 
 @dataclass
 class FSDPConfig:
-    """actor.fsdp_config / ref.fsdp_config: mixed precision (None = compute in the stored dtype) and, on GPU,
-    parameter offload to CPU memory between uses."""
+    """actor.fsdp_config / ref.fsdp_config / critic.model.fsdp_config: mixed precision (None = compute in the
+    stored dtype) and, on GPU, offload to CPU memory: parameters (with their gradients and optimizer state)
+    between uses, or only the optimizer state between updates (actor and critic; the reference has none)."""
 
     param_dtype: str | None = None
     reduce_dtype: str | None = None
     param_offload: bool = False
+    optimizer_offload: bool = False
 
     def __post_init__(self):
         _dtype("fsdp_config.param_dtype", self.param_dtype)
@@ -100,11 +125,13 @@ class ModelConfig:
     dtype: str = "float32"
     enable_gradient_checkpointing: bool = False
     use_remove_padding: bool = False
+    attn_implementation: str | None = None
 
     def __post_init__(self):
         if not self.path:
             raise ValueError("actor_rollout_ref.model.path is required (a Hugging Face model folder)")
         _dtype("actor_rollout_ref.model.dtype", self.dtype)
+        _attention("actor_rollout_ref.model.attn_implementation", self.attn_implementation)
 
 
 @dataclass
@@ -281,12 +308,14 @@ class CriticModelConfig:
     tokenizer_path: str | None = None
     dtype: str = "float32"
     enable_gradient_checkpointing: bool = False
+    attn_implementation: str | None = None
     fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
 
     def __post_init__(self):
         if not self.path:
             raise ValueError("critic.model.path is required (a Hugging Face model folder)")
         _dtype("critic.model.dtype", self.dtype)
+        _attention("critic.model.attn_implementation", self.attn_implementation)
 
 
 @dataclass

@@ -41,7 +41,7 @@ UPDATE_KEYS = VALUE_KEYS + ("values", "returns")
 HEAD_INIT_SEED = 0
 
 
-def load_value_model(path: str, dtype: str = "float32") -> nn.Module:
+def load_value_model(path: str, dtype: str = "float32", attn_implementation: str | None = None) -> nn.Module:
     """A value model from a Hugging Face folder: a causal LM's backbone with a new head, or a saved critic.
 
     A new head gets weights ~ N(0, initializer_range) from a fixed seed and a zero bias: small, so the first
@@ -55,6 +55,7 @@ def load_value_model(path: str, dtype: str = "float32") -> nn.Module:
         path,
         config=hf_config,
         dtype=parse_dtype(dtype, "critic.model.dtype"),
+        attn_implementation=attn_implementation,
         output_loading_info=True,
     )
     head = model.score

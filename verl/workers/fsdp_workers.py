@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,9 @@ from verl.utils.fsdp import (
     init_distributed,
     iter_full_weights,
     load_training_state,
+    offload_optimizer_state,
     parse_dtype,
+    reload_optimizer_state,
     save_huggingface,
     save_training_state,
     shard_model,
@@ -79,8 +83,11 @@ class ActorRolloutRefWorker:
         from transformers import AutoModelForCausalLM
 
         model_config = self.config.model
+        check_attention(model_config.attn_implementation, self.device, "actor_rollout_ref.model")
         module = AutoModelForCausalLM.from_pretrained(
-            model_config.path, dtype=parse_dtype(model_config.dtype, "actor_rollout_ref.model.dtype")
+            model_config.path,
+            dtype=parse_dtype(model_config.dtype, "actor_rollout_ref.model.dtype"),
+            attn_implementation=model_config.attn_implementation,
         )
         return shard_on_device(
             module, self.device, fsdp_config, trainable, model_config.enable_gradient_checkpointing
@@ -220,7 +227,8 @@ class ActorRolloutRefWorker:
         step and the weight sync to the rollout. meta_info["metrics"]: the step's metrics, averaged over ranks
         (so every rank returns the same values)."""
         self._require("actor")
-        metrics = self.actor.update_policy(data)
+        with optimizer_state_on_device(self.optimizer, self.config.actor.fsdp_config.optimizer_offload):
+            metrics = self.actor.update_policy(data)
         self.lr_scheduler.step()
         self._sync_rollout_weights()
         return DataProto(meta_info={"metrics": _mean_over_ranks(metrics)})
@@ -244,7 +252,8 @@ class ActorRolloutRefWorker:
             self.tokenizer,
             folder / "actor" / "huggingface",
         )
-        save_training_state(folder / "actor", self.actor.module, self.optimizer, self.lr_scheduler)
+        with optimizer_state_on_device(self.optimizer, self.config.actor.fsdp_config.optimizer_offload):
+            save_training_state(folder / "actor", self.actor.module, self.optimizer, self.lr_scheduler)
         save_rng_state(folder / "actor" / f"rng_rank{self.rank}.pt")
         if self.rank == 0:
             state = {"global_step": int(global_step), "extra_state": extra_state or {}}
@@ -261,7 +270,8 @@ class ActorRolloutRefWorker:
         state_file = root / "trainer_state.json"
         if not state_file.is_file():
             raise FileNotFoundError(f"load_checkpoint: {state_file} not found (not a complete checkpoint)")
-        load_training_state(root / "actor", self.actor.module, self.optimizer, self.lr_scheduler)
+        with optimizer_state_on_device(self.optimizer, self.config.actor.fsdp_config.optimizer_offload):
+            load_training_state(root / "actor", self.actor.module, self.optimizer, self.lr_scheduler)
         rng_file = root / "actor" / f"rng_rank{self.rank}.pt"
         if rng_file.is_file():
             load_rng_state(rng_file)
@@ -278,6 +288,28 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
+def check_attention(implementation: str | None, device: torch.device, key: str) -> None:
+    """flash_attention_2 computes on CUDA only: say so by key instead of failing inside transformers."""
+    if implementation == "flash_attention_2" and device.type != "cuda":
+        raise ValueError(
+            f"{key}.attn_implementation=flash_attention_2 needs a CUDA device; this rank computes on {device} "
+            f"(set {key}.attn_implementation=sdpa, or null)"
+        )
+
+
+@contextmanager
+def optimizer_state_on_device(optimizer: torch.optim.Optimizer, offloaded: bool) -> Iterator[None]:
+    """With fsdp_config.optimizer_offload, the optimizer's state rests in CPU memory: bring it beside the
+    parameters for the block (an update, a checkpoint save or load), then send it back."""
+    if offloaded:
+        reload_optimizer_state(optimizer)
+    try:
+        yield
+    finally:
+        if offloaded:
+            offload_optimizer_state(optimizer)
+
+
 def shard_on_device(
     module: torch.nn.Module,
     device: torch.device,
@@ -287,6 +319,11 @@ def shard_on_device(
 ) -> torch.nn.Module:
     """Move a loaded Hugging Face model to `device` and shard it with FSDP2 (mixed precision from
     fsdp_config). A frozen model (trainable=False) gets no gradients and stays in eval mode."""
+    if fsdp_config.optimizer_offload and device.type != "cuda":
+        raise ValueError(
+            "fsdp_config.optimizer_offload moves the optimizer's state from the GPU to CPU memory between "
+            f"updates; this rank computes on {device}, so there is nothing to offload (set it to false)"
+        )
     if trainable and gradient_checkpointing:
         module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not trainable:
@@ -351,8 +388,9 @@ class CriticWorker:
         _check_split("critic", config, self.world_size)
         model_config = config.model
         self.tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer_path or model_config.path)
+        check_attention(model_config.attn_implementation, self.device, "critic.model")
         module = shard_on_device(
-            load_value_model(model_config.path, model_config.dtype),
+            load_value_model(model_config.path, model_config.dtype, model_config.attn_implementation),
             self.device,
             model_config.fsdp_config,
             trainable=True,
@@ -381,7 +419,9 @@ class CriticWorker:
     def update_critic(self, data: DataProto) -> DataProto:
         """One training step of the critic on `values` and `returns` (see DataParallelPPOCritic.update_critic),
         then the lr schedule step. meta_info["metrics"]: the step's metrics, averaged over ranks."""
-        metrics = self._require_critic().update_critic(data)
+        offloaded = self.config.model.fsdp_config.optimizer_offload
+        with optimizer_state_on_device(self.optimizer, offloaded):
+            metrics = self._require_critic().update_critic(data)
         self.lr_scheduler.step()
         return DataProto(meta_info={"metrics": _mean_over_ranks(metrics)})
 
@@ -402,7 +442,8 @@ class CriticWorker:
             self.tokenizer,
             folder / "huggingface",
         )
-        save_training_state(folder, critic.module, self.optimizer, self.lr_scheduler)
+        with optimizer_state_on_device(self.optimizer, self.config.model.fsdp_config.optimizer_offload):
+            save_training_state(folder, critic.module, self.optimizer, self.lr_scheduler)
         if self.rank == 0:
             (folder / "critic_state.json").write_text(json.dumps({"global_step": int(global_step)}))
         _barrier()
@@ -419,5 +460,6 @@ class CriticWorker:
             raise FileNotFoundError(
                 f"critic load_checkpoint: {state_file} not found (no complete critic checkpoint)"
             )
-        load_training_state(folder, critic.module, self.optimizer, self.lr_scheduler)
+        with optimizer_state_on_device(self.optimizer, self.config.model.fsdp_config.optimizer_offload):
+            load_training_state(folder, critic.module, self.optimizer, self.lr_scheduler)
         return json.loads(state_file.read_text())

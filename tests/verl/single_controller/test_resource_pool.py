@@ -43,8 +43,29 @@ def test_more_gpus_than_the_cluster_has_are_refused(ray_cluster):
         ({"world_size": 1, "num_cpus_per_worker": 0}, "num_cpus_per_worker must be > 0"),
         ({"world_size": 1, "num_gpus_per_worker": -1}, "num_gpus_per_worker must be >= 0"),
         ({"world_size": 1, "strategy": "TIGHT"}, "strategy must be one of"),
+        ({"world_size": 3, "nnodes": 2}, r"nnodes must be >= 1 and divide world_size \(3\)"),
     ],
 )
 def test_bad_pool_settings_are_rejected_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RayResourcePool(**kwargs)
+
+
+def test_a_pool_over_two_nodes_needs_two_distinct_nodes(ray_cluster):
+    """nnodes=2 reserves one bundle per node with STRICT_SPREAD: this one-node cluster cannot hold it, though
+    its CPUs could hold both ranks (tests/verl/trainer/test_multinode.py runs it on a two-node cluster)."""
+    assert len([node for node in ray.nodes() if node["Alive"]]) == 1
+    with pytest.raises(
+        ResourceUnavailableError, match=r"on 2 distinct nodes \(1 per node\).* on 1 node\(s\)"
+    ):
+        RayResourcePool(world_size=2, num_cpus_per_worker=0.5, nnodes=2, wait_timeout_s=0.5)
+    pool = RayResourcePool(world_size=2, num_cpus_per_worker=0.5, wait_timeout_s=5)
+    pool.remove()
+
+
+def test_ranks_are_laid_out_node_by_node():
+    pool = RayResourcePool.__new__(RayResourcePool)
+    pool.world_size, pool.nnodes = 6, 3
+    assert [pool.bundle_of(rank) for rank in range(6)] == [0, 0, 1, 1, 2, 2]
+    pool.nnodes = 1
+    assert [pool.bundle_of(rank) for rank in range(6)] == list(range(6))
