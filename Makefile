@@ -9,7 +9,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install test test-fast test-vllm-cpu demo lint bench clean
+.PHONY: install install-gpu env-check test test-fast test-vllm-cpu demo lint bench clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,21 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# GPU machines (docs/gpu.md): CUDA torch, vLLM and flash-attn at versions that go together (constraints-gpu.txt)
+# in .venv, then the environment check. flash-attn compiles against the installed torch (no build isolation).
+install-gpu:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel packaging ninja
+	$(PY) -c "import importlib.metadata as m, sys; v = next((d.version for d in m.distributions() if d.metadata['Name'] == 'torch'), ''); sys.exit(f'$(VENV) holds the CPU build of torch ({v}): make clean, then make install-gpu') if '+cpu' in v else None"
+	$(PY) -m pip install -c constraints-gpu.txt torch==2.13.0 vllm
+	$(PY) -m pip install -c constraints-gpu.txt --no-build-isolation flash-attn
+	$(PY) -m pip install -c constraints-gpu.txt -e ".[$(EXTRAS),gpu]"
+	touch $(STAMP)
+	$(PY) -m verl.utils.env_check
+
+env-check: $(STAMP)
+	$(PY) -m verl.utils.env_check
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -9,8 +9,9 @@
 # Environment: PYTHON (the interpreter of the engine's environment; default: python3 on PATH), HOST (default
 # 127.0.0.1: local only), SERVED_NAME (default: simulator), TP (tensor parallel size, default 1), DP (SGLang
 # data-parallel copies, default 1), MEM (the engine's share of GPU memory, default 0.5), HEALTH_TIMEOUT
-# (seconds to wait for /health, default 600). The server keeps running in the foreground after it is healthy;
-# stop it with Ctrl-C. Its log goes to stdout.
+# (seconds to wait for /health, default 600), GPUS (the devices the engine may use, e.g. 4,5,6,7: it sees only
+# those; keep them apart from the trainer's TRAINER_GPUS, docs/gpu.md). The server keeps running in the
+# foreground after it is healthy; stop it with Ctrl-C. Its log goes to stdout.
 set -euo pipefail
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -22,6 +23,10 @@ if [[ $# -gt 0 && $1 != "--" ]]; then port=$1; shift; fi
 [[ $# -gt 0 && $1 == "--" ]] && shift
 [[ $port =~ ^[0-9]+$ ]] || { echo "serve_simulator.sh: PORT must be a number, got '$port'" >&2; exit 2; }
 
+if [[ -n ${GPUS:-} ]]; then
+  [[ $GPUS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "serve_simulator.sh: GPUS must be a comma list of GPU ids such as 4,5; got '$GPUS'" >&2; exit 2; }
+  export CUDA_VISIBLE_DEVICES=$GPUS
+fi
 python=${PYTHON:-python3}
 host=${HOST:-127.0.0.1}
 name=${SERVED_NAME:-simulator}
@@ -52,7 +57,7 @@ healthy() {  # the engine's own interpreter: nothing beyond it is assumed on the
 }
 until healthy; do
   if ! kill -0 $server 2>/dev/null; then
-    wait $server; code=$?
+    code=0; wait $server || code=$?  # (set -e would end the script here without saying why)
     echo "serve_simulator.sh: the $engine server exited (code $code) before answering /health" >&2
     exit 1
   fi

@@ -19,15 +19,23 @@
 #
 # PRESET (default: paper) selects configs/preset/<PRESET>.yaml, e.g. qwen2.5-3b-base with the paper's
 # thresholds for that policy. The preset's values win over the script's defaults: only the pairs given here
-# override it (`-- --cfg job` prints the resulting config instead of training).
+# override it (`-- --cfg job` prints the resulting config instead of training). PROFILE selects the engine
+# recipe configs/profile/<PROFILE>.yaml: `PROFILE gpu` (docs/gpu.md); none = the CPU-safe defaults.
+#
+# One node shared by simulator and trainer (docs/gpu.md): TRAINER_GPUS 0,1,2,3 makes those devices the only ones
+# the trainer and the Ray cluster it starts can see (CUDA_VISIBLE_DEVICES) and sets NUM_GPUS_PER_NODE to their
+# count; SIMULATOR_GPUS 4,5,6,7 names the simulator's devices (scripts/serve_simulator.sh: GPUS=4,5,6,7), and a
+# device in both lists is refused. TRAINER_GPUS cannot apply when joining a running cluster (RAY_ADDRESS): its
+# GPUs were chosen when its nodes started (CUDA_VISIBLE_DEVICES=... ray start ..., docs/multinode.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 
-KNOWN="ALGORITHM PRESET NUM_GPUS_PER_NODE NNODES MODEL_PATH DATA_PATH TOTAL_STEPS IP PORT SEARCH_MODE \
-SIMULATION_LLM START_THRESHOLD END_THRESHOLD SEARCH_ENGINE RETRIEVER_URL MAX_TURNS TOPK PROJECT_NAME EXPERIMENT_NAME"
+KNOWN="ALGORITHM PRESET PROFILE NUM_GPUS_PER_NODE NNODES TRAINER_GPUS SIMULATOR_GPUS MODEL_PATH DATA_PATH \
+TOTAL_STEPS IP PORT SEARCH_MODE SIMULATION_LLM START_THRESHOLD END_THRESHOLD SEARCH_ENGINE RETRIEVER_URL MAX_TURNS TOPK \
+PROJECT_NAME EXPERIMENT_NAME"
 
 usage() {
   echo "usage: $(basename "$0") [NAME VALUE]... [-- hydra.key=value ...]" >&2
@@ -82,6 +90,48 @@ for host in "${HOSTS[@]}"; do
 done
 PRESET="${ARG[PRESET]:-paper}"
 require_config PRESET preset "$PRESET"
+if [ -n "${ARG[PROFILE]:-}" ]; then require_config PROFILE profile "${ARG[PROFILE]}"; fi
+
+device_list() {  # NAME LIST: a comma list of distinct GPU ids (0,1,2), printed one per line
+  local ids
+  if ! [[ "$2" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+    echo "error: $1 must be a comma list of GPU ids such as 0,1,2,3; got '$2'" >&2; exit 2
+  fi
+  ids=$(tr ',' '\n' <<< "$2")
+  if [ "$(sort -u <<< "$ids" | wc -l)" -ne "$(wc -l <<< "$ids")" ]; then
+    echo "error: $1 lists a GPU twice: '$2'" >&2; exit 2
+  fi
+  echo "$ids"
+}
+if [ -n "${ARG[SIMULATOR_GPUS]:-}" ] && [ -z "${ARG[TRAINER_GPUS]:-}" ]; then
+  echo "error: SIMULATOR_GPUS is given without TRAINER_GPUS: name the trainer's GPUs too, so they cannot overlap" >&2
+  exit 2
+fi
+if [ -n "${ARG[TRAINER_GPUS]:-}" ]; then
+  TRAINER_IDS=$(device_list TRAINER_GPUS "${ARG[TRAINER_GPUS]}")
+  if [ -n "${ARG[SIMULATOR_GPUS]:-}" ]; then
+    SIMULATOR_IDS=$(device_list SIMULATOR_GPUS "${ARG[SIMULATOR_GPUS]}")
+    SHARED=$(comm -12 <(sort <<< "$TRAINER_IDS") <(sort <<< "$SIMULATOR_IDS") | sort -n | paste -sd, -)
+    if [ -n "$SHARED" ]; then
+      echo "error: TRAINER_GPUS ${ARG[TRAINER_GPUS]} and SIMULATOR_GPUS ${ARG[SIMULATOR_GPUS]} share GPU(s) $SHARED:" \
+        "the simulator's engine and the trainer would fight over their memory" >&2
+      exit 2
+    fi
+  fi
+  if [ -n "${RAY_ADDRESS:-}" ]; then
+    echo "error: TRAINER_GPUS cannot apply when joining the Ray cluster at RAY_ADDRESS=$RAY_ADDRESS: its GPUs were" \
+      "set when its nodes started (CUDA_VISIBLE_DEVICES=... ray start ...; docs/multinode.md)" >&2
+    exit 2
+  fi
+  COUNT=$(wc -l <<< "$TRAINER_IDS")
+  if [ -n "${ARG[NUM_GPUS_PER_NODE]:-}" ] && [ "${ARG[NUM_GPUS_PER_NODE]}" != "$COUNT" ]; then
+    echo "error: NUM_GPUS_PER_NODE ${ARG[NUM_GPUS_PER_NODE]} differs from the $COUNT TRAINER_GPUS" \
+      "${ARG[TRAINER_GPUS]}; give one of them" >&2
+    exit 2
+  fi
+  ARG[NUM_GPUS_PER_NODE]=$COUNT
+  export CUDA_VISIBLE_DEVICES="${ARG[TRAINER_GPUS]}"
+fi
 MODEL_NAME="$(basename "${ARG[MODEL_PATH]}")"
 # Interpolations, resolved by the trainer: the name carries the thresholds and turns the run really uses.
 RUN_NAME="${MODEL_NAME}_${ALGORITHM}_${SEARCH_MODE}_${ARG[SIMULATION_LLM]:-simulator}_\${curriculum.start}"
@@ -89,6 +139,7 @@ RUN_NAME="${RUN_NAME}_\${curriculum.end}_${ARG[SEARCH_ENGINE]:-simulate}_turns_\
 OVERRIDES=(
   "algorithm=$ALGORITHM"
   "preset=$PRESET"
+  ${ARG[PROFILE]:+"profile=${ARG[PROFILE]}"}
   "actor_rollout_ref.model.path=${ARG[MODEL_PATH]}"
   "data.train_files=${ARG[DATA_PATH]}/train.parquet"
   "data.val_files=[${ARG[DATA_PATH]}/test.parquet]"
@@ -120,5 +171,8 @@ case "${ARG[SEARCH_ENGINE]:-}" in
 esac
 
 cd "$ROOT"
+if [ -n "${ARG[TRAINER_GPUS]:-}" ]; then
+  echo "[$(basename "$0")] trainer GPUs: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES (${ARG[NUM_GPUS_PER_NODE]} ranks)" >&2
+fi
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 exec "$PYTHON" -m verl.trainer.main_ppo "${OVERRIDES[@]}" "${EXTRA[@]}"

@@ -116,3 +116,24 @@ def test_an_unknown_engine_or_port_is_refused(tiny_model_dir):
         ["bash", str(SCRIPT), "vllm", str(tiny_model_dir), "80x"], capture_output=True, text=True
     )
     assert bad_port.returncode == 2 and "PORT must be a number" in bad_port.stderr
+
+
+def test_gpus_are_the_only_devices_the_engine_sees(tiny_model_dir, tmp_path):
+    """GPUS=4,5 reaches the engine's process as CUDA_VISIBLE_DEVICES (a stand-in interpreter records it)."""
+    record = tmp_path / "env.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$CUDA_VISIBLE_DEVICES $*" >> {record}\nexit 3\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "GPUS": "4,5"}
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "builtin", str(tiny_model_dir), "6123"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "exited (code 3) before answering /health" in proc.stderr
+    assert record.read_text().splitlines()[0].startswith("4,5 -m zerosearch.simulation.server")
+    bad = subprocess.run(
+        ["bash", str(SCRIPT), "builtin", str(tiny_model_dir)],
+        env={**env, "GPUS": "4;5"},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "GPUS must be a comma list of GPU ids" in bad.stderr

@@ -204,3 +204,71 @@ def test_the_defaults_are_the_reference_scripts(script, warmup):
     trainer = cfg["trainer"]
     assert (trainer["val_before_train"], trainer["test_freq"], trainer["save_freq"]) == (False, 300, 50)
     assert trainer["total_training_steps"] == 203 and cfg["actor_rollout_ref"]["rollout"]["n"] == 5
+
+
+def test_profile_gpu_is_one_switch_for_the_gpu_recipe():
+    cfg = _job_config("PROFILE", "gpu", "PRESET", "qwen2.5-3b-base", "MODEL_PATH", "/m", "DATA_PATH", "/d")
+    arr = cfg["actor_rollout_ref"]
+    assert cfg["trainer"]["device"] == "cuda"
+    assert arr["rollout"]["name"] == "vllm" and arr["rollout"]["dtype"] == "bfloat16"
+    assert arr["model"]["enable_gradient_checkpointing"] and arr["model"]["use_remove_padding"]
+    assert arr["model"]["attn_implementation"] == "flash_attention_2"
+    assert (arr["actor"]["fsdp_config"]["param_dtype"], arr["actor"]["fsdp_config"]["reduce_dtype"]) == (
+        "bfloat16",
+        "float32",
+    )
+    assert cfg["curriculum"]["end"] == 0.25  # the preset's method settings are untouched
+    plain = _job_config("PRESET", "qwen2.5-3b-base", "MODEL_PATH", "/m", "DATA_PATH", "/d")
+    assert (
+        plain["trainer"]["device"] == "auto"
+        and plain["actor_rollout_ref"]["model"]["attn_implementation"] is None
+    )
+
+
+def _fake_python(tmp_path: Path) -> Path:
+    """An interpreter stand-in that records the environment and command line the script hands the trainer."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        '#!/usr/bin/env bash\necho "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}"\necho "$@"\n'
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+def test_trainer_gpus_are_the_only_devices_the_trainer_sees_and_set_the_rank_count(tmp_path):
+    env = {**os.environ, "PYTHON": str(_fake_python(tmp_path))}
+    env.pop("RAY_ADDRESS", None)
+    pairs = ["MODEL_PATH", "/m", "DATA_PATH", "/d", "TRAINER_GPUS", "0,1,2,3", "SIMULATOR_GPUS", "4,5,6,7"]
+    proc = subprocess.run(
+        ["bash", str(ROOT / "train_grpo.sh"), *pairs], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "CUDA_VISIBLE_DEVICES=0,1,2,3" in proc.stdout and "trainer.n_gpus_per_node=4" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["TRAINER_GPUS", "0,1,2", "SIMULATOR_GPUS", "2,3,1"], "share GPU(s) 1,2"),
+        (["SIMULATOR_GPUS", "4,5"], "SIMULATOR_GPUS is given without TRAINER_GPUS"),
+        (["TRAINER_GPUS", "0,1,1"], "TRAINER_GPUS lists a GPU twice"),
+        (["TRAINER_GPUS", "0", "SIMULATOR_GPUS", "cuda:1"], "SIMULATOR_GPUS must be a comma list of GPU ids"),
+        (
+            ["TRAINER_GPUS", "0,1", "NUM_GPUS_PER_NODE", "4"],
+            "NUM_GPUS_PER_NODE 4 differs from the 2 TRAINER_GPUS",
+        ),
+        (["PROFILE", "tpu"], "PROFILE 'tpu' has no configs/profile/tpu.yaml; available: gpu"),
+    ],
+)
+def test_bad_or_overlapping_device_lists_are_refused(pairs, message):
+    proc = _run("MODEL_PATH", "/m", "DATA_PATH", "/d", *pairs)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_trainer_gpus_cannot_apply_to_a_cluster_being_joined():
+    env = {**os.environ, "PYTHON": sys.executable, "RAY_ADDRESS": "10.0.0.1:6379"}
+    pairs = ["MODEL_PATH", "/m", "DATA_PATH", "/d", "TRAINER_GPUS", "0"]
+    proc = subprocess.run(
+        ["bash", str(ROOT / "train_grpo.sh"), *pairs], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "TRAINER_GPUS cannot apply when joining" in proc.stderr

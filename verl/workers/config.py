@@ -230,6 +230,11 @@ class RolloutConfig:
     val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
 
     def __post_init__(self):
+        if self.name == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError(
+                f"rollout.name=vllm needs vLLM, which is not installed in {sys.executable}: install it "
+                f"(make install-gpu, docs/gpu.md; vLLM's CPU build: make .venv-vllm) or set rollout.name=hf"
+            )
         _non_negative("rollout.temperature", self.temperature)
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")

@@ -179,3 +179,44 @@ def test_one_nccl_rank_on_cuda_matches_the_cpu_step_and_resumes(
     for name in weights_a:
         torch.testing.assert_close(weights_b[name], weights_a[name], atol=1e-6, rtol=0, msg=name)
     assert on_gpu["trainer_state"] == {"global_step": 1, "extra_state": {"data_position": 3}}
+
+
+def test_optimizer_offload_on_a_cpu_rank_is_refused_naming_the_key(tiny_model_dir):
+    from verl.workers.config import FSDPConfig
+    from verl.workers.fsdp_workers import shard_on_device
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    with pytest.raises(ValueError, match="fsdp_config.optimizer_offload moves the optimizer's state"):
+        shard_on_device(model, torch.device("cpu"), FSDPConfig(optimizer_offload=True), trainable=True)
+
+
+def test_flash_attention_on_a_cpu_rank_is_refused_naming_the_key():
+    from verl.workers.fsdp_workers import check_attention
+
+    with pytest.raises(ValueError, match="critic.model.attn_implementation=flash_attention_2 needs a CUDA"):
+        check_attention("flash_attention_2", torch.device("cpu"), "critic.model")
+    check_attention("sdpa", torch.device("cpu"), "critic.model")
+
+
+def test_offloaded_optimizer_state_comes_back_beside_each_parameter_and_leaves_the_step_counter():
+    """The movement logic on the devices at hand: state in CPU memory returns to its parameter's device (here
+    `meta`, a real second device on any machine); `step` stays where AdamW keeps it. On CUDA:
+    tests/verl/workers/test_gpu_profile.py."""
+    from verl.utils.fsdp import offload_optimizer_state, reload_optimizer_state
+
+    model = torch.nn.Linear(4, 3)
+    optimizer = build_adamw(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    offload_optimizer_state(optimizer)
+    state = optimizer.state[model.weight]
+    assert state["exp_avg"].device.type == "cpu" and state["exp_avg_sq"].device.type == "cpu"
+    with torch.device("meta"):
+        on_meta = torch.nn.Parameter(torch.empty(3, 4))
+    optimizer.state[on_meta] = dict(state)
+    optimizer.param_groups[0]["params"].append(on_meta)
+    reload_optimizer_state(optimizer)
+    moved = optimizer.state[on_meta]
+    assert moved["exp_avg"].device.type == "meta" and moved["exp_avg_sq"].device.type == "meta"
+    assert moved["step"].device.type == "cpu"
+    assert optimizer.state[model.weight]["exp_avg"].device.type == "cpu"  # its parameter is on the CPU
