@@ -54,6 +54,14 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def _build(tmp_path: Path, model_dir, *overrides: str) -> PPOTrainerConfig:
+    train = tmp_path / "train.parquet"
+    train.write_bytes(b"")  # the config checks existence only
+    return PPOTrainerConfig.from_dict(
+        _compose([f"data.train_files={train}", f"actor_rollout_ref.model.path={model_dir}", *overrides])
+    )
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_the_gpu_profile_changes_engine_settings_only(preset, algorithm):
@@ -71,33 +79,24 @@ def test_the_gpu_profile_changes_engine_settings_only(preset, algorithm):
 
 
 def test_the_gpu_profile_validates_where_its_engines_are_installed(tmp_path, tiny_model_dir):
-    train = tmp_path / "train.parquet"
-    train.write_bytes(b"")
-    overrides = [
-        "profile=gpu",
-        "preset=qwen2.5-3b-base",
-        f"data.train_files={train}",
-        f"actor_rollout_ref.model.path={tiny_model_dir}",
-        "trainer.n_gpus_per_node=8",
-    ]
+    profile = ["profile=gpu", "preset=qwen2.5-3b-base", "trainer.n_gpus_per_node=8"]
     missing = [package for package in ("vllm", "flash_attn") if importlib.util.find_spec(package) is None]
     if not missing:
-        typed = PPOTrainerConfig.from_dict(_compose(overrides))
-        assert typed.actor_rollout_ref.model.attn_implementation == "flash_attention_2"
+        assert _build(tmp_path, tiny_model_dir, *profile).actor_rollout_ref.model.attn_implementation == (
+            "flash_attention_2"
+        )
         return
     # Here (no vLLM, no flash-attn): refused in the driver, naming the key and the package, before any worker.
     with pytest.raises((ConfigError, ValueError)) as caught:
-        PPOTrainerConfig.from_dict(_compose(overrides))
+        _build(tmp_path, tiny_model_dir, *profile)
     assert "vllm" in str(caught.value).lower() or "flash_attn" in str(caught.value)
     # Without the missing engines the rest of the profile is a valid config.
-    typed = PPOTrainerConfig.from_dict(
-        _compose(
-            [
-                *overrides,
-                "actor_rollout_ref.rollout.name=hf",
-                "actor_rollout_ref.model.attn_implementation=sdpa",
-            ]
-        )
+    typed = _build(
+        tmp_path,
+        tiny_model_dir,
+        *profile,
+        "actor_rollout_ref.rollout.name=hf",
+        "actor_rollout_ref.model.attn_implementation=sdpa",
     )
     fsdp = typed.actor_rollout_ref.actor.fsdp_config
     assert (fsdp.param_dtype, fsdp.reduce_dtype) == ("bfloat16", "float32")
@@ -106,17 +105,8 @@ def test_the_gpu_profile_validates_where_its_engines_are_installed(tmp_path, tin
 
 @pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed")
 def test_flash_attention_without_its_package_is_refused_by_key(tmp_path, tiny_model_dir):
-    train = tmp_path / "train.parquet"
-    train.write_bytes(b"")
-    cfg = _compose(
-        [
-            f"data.train_files={train}",
-            f"actor_rollout_ref.model.path={tiny_model_dir}",
-            "actor_rollout_ref.model.attn_implementation=flash_attention_2",
-        ]
-    )
     with pytest.raises((ConfigError, ValueError)) as caught:
-        PPOTrainerConfig.from_dict(cfg)
+        _build(tmp_path, tiny_model_dir, "actor_rollout_ref.model.attn_implementation=flash_attention_2")
     text = str(caught.value)
     assert (
         "actor_rollout_ref.model.attn_implementation=flash_attention_2 needs the flash_attn package" in text
@@ -125,16 +115,7 @@ def test_flash_attention_without_its_package_is_refused_by_key(tmp_path, tiny_mo
 
 
 def test_an_unknown_attention_implementation_lists_the_valid_ones(tmp_path, tiny_model_dir):
-    train = tmp_path / "train.parquet"
-    train.write_bytes(b"")
-    cfg = _compose(
-        [
-            f"data.train_files={train}",
-            f"actor_rollout_ref.model.path={tiny_model_dir}",
-            "actor_rollout_ref.model.attn_implementation=flash",
-        ]
-    )
     with pytest.raises(
         (ConfigError, ValueError), match="unknown attention implementation 'flash'; valid: eager"
     ):
-        PPOTrainerConfig.from_dict(cfg)
+        _build(tmp_path, tiny_model_dir, "actor_rollout_ref.model.attn_implementation=flash")

@@ -58,9 +58,9 @@ def test_the_guide_has_its_settings_and_steps_in_order():
     assert "export EXTRA=" in settings
     assert [s.split()[0] for s in steps] == [
         "python",
-        "CUDA_VISIBLE_DEVICES=$SIM_GPUS",
-        "CUDA_VISIBLE_DEVICES=$TRAIN_GPUS",
-        "CUDA_VISIBLE_DEVICES=$TRAIN_GPUS",
+        "GPUS=$SIM_GPUS",
+        "bash",
+        "bash",
         "kill",
     ]
 
@@ -81,8 +81,9 @@ def test_every_step_of_the_guide_runs_at_toy_scale(tmp_path, tiny_model_dir, tin
         "SIM_PORT": str(find_free_port()),
         "SIM_PYTHON": sys.executable,
         "SIM_GPUS": "",
-        "TRAIN_GPUS": "",
+        "TRAIN_GPUS": "",  # no GPUs: the device lists stay empty and the profile off
         "NGPUS": "2",
+        "PROFILE": "",
         "EXTRA": f"{TOY_EXTRA} trainer.default_local_dir={run_dir}",
         "PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # the guide's activated venv

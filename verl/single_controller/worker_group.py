@@ -7,8 +7,8 @@ then builds `WorkerCls(*args, **kwargs)` in every process at the same time, so t
 127.0.0.1 when every rank is on one host, else rank 0's node IP; MASTER_PORT is a port free on rank 0's node.
 LOCAL_RANK counts the ranks on the same Ray node. With one whole GPU per rank, CUDA_VISIBLE_DEVICES lists the
 group's GPUs on the node so that device cuda:LOCAL_RANK is the rank's own. `placements` records where every
-rank runs (Ray node id, IP, pid, GPU ids, local rank). The worker class is a plain class; a small host actor wraps it, which is
-why the same class also runs in-process without Ray.
+rank runs (Ray node id, IP, pid, GPU ids, local rank). The worker class is a plain class; a small host actor
+wraps it, which is why the same class also runs in-process without Ray.
 
 Every method tagged with @register becomes a method of the group with the same name that spreads its
 arguments over the ranks per the dispatch mode (see decorator.Dispatch) and gathers the results; untagged
