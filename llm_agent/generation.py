@@ -172,6 +172,7 @@ class LLMGenerationManager:
             if action.is_answer:
                 traj.stats.valid_actions += 1
                 traj.stats.answered = True
+                traj.stats.answer = action.content
                 traj.done = True
             elif action.is_search:
                 traj.stats.valid_actions += 1

@@ -46,7 +46,8 @@ class TrajectoryStats:
 
     turns: generations run; searches: searches executed; valid_actions: turns whose first action parsed
     (a search on the final turn is valid but not executed); invalid_actions: turns without a valid action;
-    answered: ended with an answer; truncated: stopped by the response-length budget.
+    answered: ended with an answer; answer: that answer's text (None without one); truncated: stopped by the
+    response-length budget.
     no_noisy_search: no search came back noisy (true without a simulator), so a curriculum's noise did not
     touch this trajectory's reward.
     """
@@ -58,6 +59,15 @@ class TrajectoryStats:
     answered: bool = False
     truncated: bool = False
     search_calls: list[SearchCall] = field(default_factory=list)
+    answer: str | None = None
+
+    @property
+    def reward_text(self) -> str:
+        """What the reward scores: the answer the environment accepted, as an answer action
+        (`<answer> text </answer>`), or "" when it accepted none. Never the raw policy text, where an answer
+        hidden inside a rejected action (nested in a search, or closed in a later turn after feedback) would
+        still be found and paid."""
+        return "" if self.answer is None else f"<answer> {self.answer} </answer>"
 
     @property
     def no_noisy_search(self) -> bool:
@@ -150,6 +160,7 @@ class AgentRolloutResult:
             "answered": np.array([s.answered for s in stats], dtype=object),
             "no_noisy_search": np.array([s.no_noisy_search for s in stats], dtype=object),
             "search_calls": _object_column([[c.record() for c in s.search_calls] for s in stats]),
+            "reward_text": np.array([s.reward_text for s in stats], dtype=object),
         }
         return DataProto.from_dict(tensors, non_tensors)
 

@@ -171,7 +171,7 @@ def with_answer_fields(record: dict) -> dict:
     from zerosearch.reward import extract_answer
 
     policy, response = record["policy_response"], record["response"]
-    answer = extract_answer(policy)
+    answer = extract_answer(record["reward_text"])
     return {
         **record,
         "queries": [q.strip() for q in re.findall(r"<search>(.*?)</search>", policy, re.S)],

@@ -144,9 +144,8 @@ class Session:
         """Run one trajectory for `question`, printing it; returns its answer, scores and counters."""
         from llm_agent.generation import LLMGenerationManager
         from verl.utils.dataset import encode_prompt
-        from verl.workers.reward import decode_tokens
         from verl.workers.rollout import RolloutSamplingParams
-        from zerosearch.reward import answer_metrics, extract_answer
+        from zerosearch.reward import answer_metrics
         from zerosearch.search.simulate import row_context
         from zerosearch.templates import policy_messages
 
@@ -161,9 +160,8 @@ class Session:
         prompt = encode_prompt(tokenizer, policy_messages(question, self.args.template))
         params = RolloutSamplingParams(temperature=self.args.temperature, seed=self.args.seed)
         (trajectory,) = manager.run([prompt], [row_context(question, golden)], params).trajectories
-        policy_ids = [t for t, m in zip(trajectory.response_ids, trajectory.response_mask, strict=True) if m]
-        policy_text = decode_tokens(tokenizer, policy_ids)
-        answer, stats = extract_answer(policy_text), trajectory.stats
+        stats = trajectory.stats
+        answer = stats.answer  # the answer the environment accepted, the one the reward scores
         summary = f"{stats.turns} turn(s), {stats.searches} search(es)"
         if stats.truncated:
             summary += ", stopped at the response budget"
@@ -171,7 +169,7 @@ class Session:
             self.out.write(self.style("warn", "no answer") + f" ({summary})\n")
         else:
             self.out.write(self.style("answer", f"=> {answer}") + f" ({summary})\n")
-        scores = answer_metrics(policy_text, list(golden)) if golden else {}
+        scores = answer_metrics(stats.reward_text, list(golden)) if golden else {}
         if scores:
             self.out.write(
                 f"EM {scores['em']:.0f}  cover-EM {scores['cover_em']:.0f}  F1 {scores['f1']:.2f}\n"

@@ -271,6 +271,36 @@ def test_observation_that_does_not_fit_the_budget_ends_the_trajectory(tokenizer)
     assert len(engine.calls) == 1 and len(backend.calls) == 1
 
 
+def test_the_reward_pays_only_the_answer_the_environment_accepted(tokenizer):
+    """An answer hidden in a rejected action is not paid: nested inside a search (the turn is invalid), or
+    opened in one turn and closed in the next after the feedback between them. Decoding all policy tokens
+    would find `<answer> placeK </answer>` in both and pay F1 = 1."""
+    import numpy as np
+
+    from verl.workers.reward import RewardManager, policy_texts
+    from zerosearch.reward import compute_score
+
+    scripts = [
+        ["<search> where is item 0 <answer> place0 </answer>", "I give up" + EOS],
+        ["<answer> place1", " </answer>", "ok" + EOS],
+        ["<answer> place2 </answer>"],
+    ]
+    result, *_ = run(
+        tokenizer, scripts
+    )  # the second row's first turn ends unclosed, as when cut at its limit
+    assert [t.stats.answer for t in result.trajectories] == [None, None, "place2"]
+    data = result.to_dataproto(pad_token_id=tokenizer.pad_token_id)
+    assert data.non_tensor_batch["reward_text"].tolist() == ["", "", "<answer> place2 </answer>"]
+    policy = policy_texts(data, tokenizer)
+    assert "<answer> place0 </answer>" in policy[0] and "place1" in policy[1] and "</answer>" in policy[1]
+    data.non_tensor_batch["ground_truth"] = np.array(
+        [{"target": [f"place{k}"]} for k in range(3)], dtype=object
+    )
+    scores, _ = RewardManager(tokenizer, compute_score, "f1")(data)
+    assert scores.sum(dim=1).tolist() == [0.0, 0.0, 1.0]
+    assert [compute_score(text, [f"place{k}"]) for k, text in enumerate(policy[:2])] == [1.0, 1.0]  # the hole
+
+
 def test_dataproto_masks_and_positions_are_consistent(tokenizer):
     scripts = [["<search> alice </search>", "<answer> place0 </answer>" + EOS], ["<answer> quick </answer>"]]
     result, _, _, prompts = run(tokenizer, scripts)

@@ -1,9 +1,11 @@
 """What a validation produces: one record per row, the metrics per data source, and the files it writes.
 
 A record holds the row (data_source, index, question, golden_answers), the whole response as the policy saw it
-(observations included: `response`), the policy's own tokens (`policy_response`: what the reward scores), the
+(observations included: `response`), the policy's own tokens (`policy_response`), the text the reward scores
+(`reward_text`: the accepted answer action where the agent reports one, verl.workers.reward.reward_texts), the
 reward's answer metrics (em, cover_em, f1, ... from `reward.metrics_fn`) and the agent's per-row counters
-(turns, searches, ..., and `search_calls`: each executed search's query and documents). Validation in a run writes them to `<validation_data_dir>/step_<N>/trajectories.jsonl`,
+(turns, searches, ..., and `search_calls`: each executed search's query and documents). Validation in a run
+writes them to `<validation_data_dir>/step_<N>/trajectories.jsonl`,
 and the domain's agent may add its own report beside them (`report_validation(records, folder)`:
 ZeroSearch writes the evaluation harness's results.md, results.json and figures); `zerosearch.eval` builds its
 records with the same function, so a run's validation and an evaluation outside one write the same files.
@@ -20,12 +22,20 @@ from typing import Any
 import numpy as np
 
 from verl.protocol import DataProto
-from verl.workers.reward import RewardManager, decode_tokens, policy_texts
+from verl.workers.reward import RewardManager, decode_tokens, policy_texts, reward_texts
 
 # The agent's per-row counters copied into each record when the rollout provides them (llm_agent's stats).
 AGENT_COLUMNS = ("turns", "searches", "valid_actions", "invalid_actions", "answered", "search_calls")
 # What a record says about its row; every other field is a metric of the reward's metrics_fn.
-ROW_FIELDS = ("data_source", "index", "question", "golden_answers", "response", "policy_response")
+ROW_FIELDS = (
+    "data_source",
+    "index",
+    "question",
+    "golden_answers",
+    "response",
+    "policy_response",
+    "reward_text",
+)
 TRAJECTORIES = "trajectories.jsonl"
 
 
@@ -41,8 +51,8 @@ def _plain(value: Any) -> Any:
 def generation_records(batch: DataProto, tokenizer, reward: RewardManager) -> list[dict[str, Any]]:
     """One record per row of a rolled-out, validation batch (prompt columns united with the rollout's)."""
     columns = batch.non_tensor_batch
-    texts = policy_texts(batch, tokenizer)
-    metrics = reward.answer_metrics(texts, batch)
+    texts, scored = policy_texts(batch, tokenizer), reward_texts(batch, tokenizer)
+    metrics = reward.answer_metrics(scored, batch)
     pad = tokenizer.pad_token_id
     records = []
     for row, policy_text in enumerate(texts):
@@ -54,6 +64,7 @@ def generation_records(batch: DataProto, tokenizer, reward: RewardManager) -> li
             "golden_answers": [str(a) for a in columns["golden_answers"][row]],
             "response": decode_tokens(tokenizer, ids),
             "policy_response": policy_text,
+            "reward_text": scored[row],
         }
         record.update({key: float(values[row]) for key, values in metrics.items()})
         record.update({key: _plain(columns[key][row]) for key in AGENT_COLUMNS if key in columns})

@@ -1,9 +1,11 @@
-"""Rule-based rewards: decode each response's policy text, score it, and place the score on its last policy token.
+"""Rule-based rewards: score each response's text and place the score on its last policy token.
 
 The scoring function is the domain's (ZeroSearch's F1 lives in `zerosearch.reward`), given to the trainer as
-an import path in the config, so the engine never imports the domain. Only policy tokens are decoded: the
-answer must come from what the policy wrote, never from a retrieved document (a simulator may well write
-`<answer>` inside its documents) nor from the prompt.
+an import path in the config, so the engine never imports the domain. The text scored (`reward_texts`) is what
+the environment accepted when the rollout says so: a multi-turn agent loop puts it in the non-tensor column
+`reward_text` (llm_agent: the accepted answer action, "" when none), so an answer the environment rejected is
+never paid. Without that column, the policy's own tokens are decoded: never a retrieved document (a simulator
+may well write `<answer>` inside its documents) nor the prompt.
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ def policy_texts(data: DataProto, tokenizer) -> list[str]:
     return [decode_tokens(tokenizer, row[m].tolist()) for row, m in zip(responses, mask, strict=True)]
 
 
+def reward_texts(data: DataProto, tokenizer) -> list[str]:
+    """What the reward scores for each row: the rollout's `reward_text` column where it has one (the
+    environment's accepted final output), else the decoded policy tokens."""
+    if "reward_text" in data.non_tensor_batch:
+        return [str(text) for text in data.non_tensor_batch["reward_text"]]
+    return policy_texts(data, tokenizer)
+
+
 @dataclass
 class RewardConfig:
     """reward: the domain's scoring functions as import paths (the engine never imports the domain):
@@ -74,8 +84,8 @@ class RewardManager:
         )
 
     def __call__(self, data: DataProto) -> tuple[torch.Tensor, list[str]]:
-        """token_level_scores [B, R] (the score on each row's last policy token) and the decoded texts."""
-        texts = policy_texts(data, self.tokenizer)
+        """token_level_scores [B, R] (the score on each row's last policy token) and the scored texts."""
+        texts = reward_texts(data, self.tokenizer)
         truths = data.non_tensor_batch["ground_truth"]
         mask = data.batch["response_mask"]
         scores = torch.zeros(mask.shape, dtype=torch.float32)

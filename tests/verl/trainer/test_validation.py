@@ -54,6 +54,7 @@ def test_a_record_holds_the_whole_response_and_scores_the_policy_tokens_only(tok
         "golden_answers": ["Paris"],
         "response": tokenizer.decode(ids),
         "policy_response": "Paris",
+        "reward_text": "Paris",  # no reward_text column: the policy tokens are what is scored
         "em": 1.0,
         "length": 1.0,
         "turns": 2,
@@ -61,6 +62,24 @@ def test_a_record_holds_the_whole_response_and_scores_the_policy_tokens_only(tok
     }
     assert second["em"] == 0.0 and second["policy_response"] == "" and "Rome" in second["response"]
     json.dumps(first)  # plain JSON values, numpy scalars included
+
+
+def test_the_agent_s_reward_text_is_what_a_record_scores(tokenizer):
+    """An agent that reports the accepted answer (`reward_text`) is scored on it, not on its policy tokens."""
+    ids = tokenizer("Paris", add_special_tokens=False)["input_ids"]
+    batch = DataProto.from_dict(
+        {"responses": torch.tensor([ids]), "response_mask": torch.ones((1, len(ids)), dtype=torch.long)},
+        {
+            "data_source": ["nq"],
+            "index": [0],
+            "question": ["Where?"],
+            "golden_answers": [["Paris"]],
+            "reward_text": np.array([""], dtype=object),  # the environment accepted no answer
+        },
+    )
+    reward = RewardManager(tokenizer, score_fn=lambda *a, **k: 0.0, metric="f1", metrics_fn=_exact)
+    (record,) = generation_records(batch, tokenizer, reward)
+    assert record["policy_response"] == "Paris" and record["reward_text"] == "" and record["em"] == 0.0
 
 
 def _records() -> list[dict]:
