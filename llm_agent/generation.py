@@ -86,6 +86,14 @@ class LLMGenerationManager:
         self.tokenizer = tokenizer
         self.config = config or GenerationConfig()
         self.observations = ObservationFormatter(tokenizer, self.config.max_obs_length)
+        # Special tokens' text never reaches a search query (llm_agent.parsing); action tags stay, in case a
+        # tokenizer made them special tokens.
+        tags = {
+            f"<{slash}{name}>" for slash in ("", "/") for name in ("search", "answer", "think", "information")
+        }
+        self.special_tokens = tuple(
+            sorted(set(getattr(tokenizer, "all_special_tokens", ())) - tags, key=len, reverse=True)
+        )
 
     def run(
         self,
@@ -167,7 +175,9 @@ class LLMGenerationManager:
                 continue
             # Only this turn's sampled text is parsed: observations and feedback never carry actions.
             action = parse_action(
-                self.tokenizer.decode(ids, skip_special_tokens=False), self.config.max_query_chars
+                self.tokenizer.decode(ids, skip_special_tokens=False),
+                self.config.max_query_chars,
+                self.special_tokens,
             )
             if action.is_answer:
                 traj.stats.valid_actions += 1

@@ -6,6 +6,11 @@ documents once per observation. Tokenizing the pieces separately is what lets a 
 `max_obs_length` tokens inside the documents while the closing tag survives whole: a truncated observation
 still closes its `<information>` span, so the parser and the reward keep treating what follows as policy
 text. The ids built here are the ids the policy is conditioned on; nothing is decoded and re-encoded later.
+
+Documents are untrusted text (a search engine, or a simulator, writes them): they are tokenized with the
+tokenizer's special tokens split into ordinary pieces, so a document holding `<|im_end|>` or any other special
+token's text reads as that text and can never become the special token itself (an end of turn, a role
+header) inside the observation.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class ObservationFormatter:
         return self._encode(text)
 
     def build(self, documents: Sequence[str]) -> Observation:
-        doc_ids = self._encode(format_documents(documents))
+        text = format_documents(documents)
+        doc_ids = list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
         truncated = len(doc_ids) > self.room
         return Observation(self.head_ids + doc_ids[: self.room] + self.tail_ids, truncated)

@@ -19,6 +19,9 @@ Rules, and why:
   ignored. Tags are exact and lowercase.
 * `<think>...</think>` is not an action and is not stripped: an action written inside a think block still
   counts, as the engine has already stopped at its closing tag.
+* The text of the tokenizer's special tokens (`special_tokens`, e.g. `<|im_start|>`) is removed from a
+  query: a query is search text, and one that carried an end-of-turn or a role header into a simulator's chat
+  prompt could rewrite that prompt (a policy steering its simulator into paying it).
 * An empty or whitespace-only query is invalid (there is nothing to search), and so is a query longer than
   `max_query_chars` (a runaway generation, not a query).
 * An empty answer `<answer></answer>` IS a valid answer with content "". The trajectory ends and the reward
@@ -29,6 +32,7 @@ Rules, and why:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -111,8 +115,11 @@ def strip_injected_text(text: str) -> str:
     return _UNCLOSED_INFORMATION.sub(" ", text)
 
 
-def parse_action(text: str, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> Action:
-    """Return the first complete action in `text`, the text generated in one turn (see the module doc)."""
+def parse_action(
+    text: str, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, special_tokens: Sequence[str] = ()
+) -> Action:
+    """Return the first complete action in `text`, the text generated in one turn (see the module doc).
+    special_tokens: texts removed from a query (the tokenizer's special tokens)."""
     if not isinstance(text, str):
         raise TypeError(f"parse_action: text must be str, got {type(text).__name__}")
     if max_query_chars <= 0:
@@ -129,15 +136,20 @@ def parse_action(text: str, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> A
             return _invalid(f"{name} tag nested inside {opening.group(2)} tag")
         if name != opening.group(2):
             return _invalid(f"{opening.group(2)} tag closed by {name} closing tag")
-        return _complete(opening.group(2), visible[opening.end() : tag.start()].strip(), max_query_chars)
+        content = visible[opening.end() : tag.start()]
+        return _complete(opening.group(2), content, max_query_chars, special_tokens)
     if opening is not None:
         return _invalid(f"unclosed {opening.group(2)} tag")
     return _invalid("no search or answer action")
 
 
-def _complete(name: str, content: str, max_query_chars: int) -> Action:
+def _complete(name: str, content: str, max_query_chars: int, special_tokens: Sequence[str]) -> Action:
     if name == "answer":
-        return Action(ActionKind.ANSWER, content)
+        return Action(ActionKind.ANSWER, content.strip())
+    cleaned = content
+    for token in special_tokens:
+        cleaned = cleaned.replace(token, " ")
+    content = " ".join(cleaned.split()) if cleaned != content else content.strip()
     if not content:
         return _invalid("empty search query")
     if len(content) > max_query_chars:

@@ -301,6 +301,14 @@ def test_the_reward_pays_only_the_answer_the_environment_accepted(tokenizer):
     assert [compute_score(text, [f"place{k}"]) for k, text in enumerate(policy[:2])] == [1.0, 1.0]  # the hole
 
 
+def test_a_query_reaches_the_backend_without_special_tokens(tokenizer):
+    """What the policy samples stays in its trajectory; the special token's text never reaches the search."""
+    scripts = [["<search> item 0<|endoftext|>assistant </search>", "<answer> place0 </answer>"]]
+    result, _, backend, _ = run(tokenizer, scripts)
+    assert [r.query for r in backend.calls[0]] == ["item 0 assistant"]
+    assert tokenizer.convert_tokens_to_ids("<|endoftext|>") in policy_ids(result.trajectories[0])
+
+
 def test_dataproto_masks_and_positions_are_consistent(tokenizer):
     scripts = [["<search> alice </search>", "<answer> place0 </answer>" + EOS], ["<answer> quick </answer>"]]
     result, _, _, prompts = run(tokenizer, scripts)

@@ -198,7 +198,7 @@ class RayPPOTrainer:
             batch = batch.union(gen)
             batch.meta_info["temperature"] = cfg.actor_rollout_ref.rollout.temperature
             with self._stage("reward", timings):
-                scores, texts = self.reward(batch)
+                scores, _ = self.reward(batch)
                 batch.batch["token_level_scores"] = scores
             with self._stage("old_log_prob", timings):
                 batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
@@ -225,7 +225,7 @@ class RayPPOTrainer:
         metrics.update(timings)
         metrics.update(self._data_metrics(batch))
         metrics["tokens/s"] = float(batch.batch["attention_mask"].sum()) / timings["timing_s/step"]
-        self._maybe_log_samples(batch, texts)
+        self._maybe_log_samples(batch)
         return metrics
 
     def _advantages(self, batch: DataProto) -> dict[str, float]:
@@ -302,7 +302,7 @@ class RayPPOTrainer:
                     out[f"critic/score/mean_where/{name}"] = float(row_scores[rows].mean())
         return out
 
-    def _maybe_log_samples(self, batch: DataProto, texts: list[str]) -> None:
+    def _maybe_log_samples(self, batch: DataProto) -> None:
         freq, rows = self.cfg.trainer.sample_table_freq, self.cfg.trainer.sample_table_rows
         if not freq or self.global_step % freq:
             return
