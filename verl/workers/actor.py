@@ -289,7 +289,11 @@ class DataParallelPPOActor:
         token_count, seq_count = algorithms.token_and_seq_counts(mini.batch["response_mask"])
         counts = _all_reduce_sum(torch.tensor([token_count, seq_count], dtype=torch.float64))
         global_tokens, global_seqs = int(counts[0].item()), int(counts[1].item())
-        agg = {"global_token_count": global_tokens, "global_seq_count": global_seqs}
+        agg = {
+            "global_token_count": global_tokens,
+            "global_seq_count": global_seqs,
+            "seq_len_normalizer": config.loss_scale_factor,
+        }
         stats = _MiniBatchStats()
         self.optimizer.zero_grad(set_to_none=True)
         for micro in mini.split(config.ppo_micro_batch_size_per_gpu):

@@ -39,6 +39,18 @@ def _dtype(key: str, value: str | None) -> None:
         raise ValueError(f"{key}: unknown dtype {value!r}; valid: {', '.join(DTYPES)}")
 
 
+def _loss_aggregation(key: str, mode: str, scale_factor: int | None) -> None:
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"{key}.loss_agg_mode: unknown {mode!r}; valid: {', '.join(LOSS_AGG_MODES)}")
+    if scale_factor is not None:
+        _positive(f"{key}.loss_scale_factor", scale_factor)
+    elif mode == "seq-mean-token-sum-norm":
+        raise ValueError(
+            f"{key}.loss_scale_factor is required with loss_agg_mode=seq-mean-token-sum-norm: the constant each "
+            f"sequence's token sum is divided by (configs/ppo_trainer.yaml: the response budget)"
+        )
+
+
 # transformers' attention implementations, and the package each needs beyond transformers itself.
 ATTENTION_IMPLEMENTATIONS = {"eager": None, "sdpa": None, "flash_attention_2": "flash_attn"}
 
@@ -145,6 +157,7 @@ class ActorConfig:
     clip_ratio_high: float = 0.2
     clip_ratio_c: float | None = None
     loss_agg_mode: str = "token-mean"
+    loss_scale_factor: int | None = None
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
@@ -163,10 +176,7 @@ class ActorConfig:
         _non_negative("actor.clip_ratio_high", self.clip_ratio_high)
         if self.clip_ratio_c is not None and self.clip_ratio_c <= 1.0:
             raise ValueError(f"actor.clip_ratio_c must be > 1 (dual clip) or null, got {self.clip_ratio_c}")
-        if self.loss_agg_mode not in LOSS_AGG_MODES:
-            raise ValueError(
-                f"actor.loss_agg_mode: unknown {self.loss_agg_mode!r}; valid: {', '.join(LOSS_AGG_MODES)}"
-            )
+        _loss_aggregation("actor", self.loss_agg_mode, self.loss_scale_factor)
         _non_negative("actor.entropy_coeff", self.entropy_coeff)
         _non_negative("actor.kl_loss_coef", self.kl_loss_coef)
         if self.kl_loss_type not in KL_PENALTIES:
@@ -336,6 +346,7 @@ class CriticConfig:
     ppo_epochs: int = 1
     cliprange_value: float = 0.5
     loss_agg_mode: str = "token-mean"
+    loss_scale_factor: int | None = None
     grad_clip: float = 1.0
     mini_batch_samples: int = derived(0, "ppo_mini_batch_size x rollout.n: trajectories per optimizer step")
     mini_batch_samples_per_rank: int = derived(0, "mini_batch_samples / data-parallel ranks")
@@ -346,10 +357,7 @@ class CriticConfig:
         _positive("critic.forward_micro_batch_size_per_gpu", self.forward_micro_batch_size_per_gpu)
         _positive("critic.ppo_epochs", self.ppo_epochs)
         _non_negative("critic.cliprange_value", self.cliprange_value)
-        if self.loss_agg_mode not in LOSS_AGG_MODES:
-            raise ValueError(
-                f"critic.loss_agg_mode: unknown {self.loss_agg_mode!r}; valid: {', '.join(LOSS_AGG_MODES)}"
-            )
+        _loss_aggregation("critic", self.loss_agg_mode, self.loss_scale_factor)
         _positive("critic.grad_clip", self.grad_clip)
 
     @classmethod

@@ -174,6 +174,7 @@ class DataParallelPPOCritic:
                 loss_agg_mode=config.loss_agg_mode,
                 global_token_count=global_tokens,
                 global_seq_count=global_seqs,
+                seq_len_normalizer=config.loss_scale_factor,
             )
             # Undo FSDP2's mean over ranks in the gradient reduce-scatter (see the actor's docstring).
             (vf_loss * world_size).backward()

@@ -51,6 +51,7 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(scenarios, tiny_model
             model,
             ppo_micro_batch_size_per_gpu=micro,
             loss_agg_mode=loss_agg_mode,
+            loss_scale_factor=32,  # seq-mean-token-sum-norm's constant (the others ignore it)
             use_kl_loss=True,
             kl_loss_coef=0.1,
             entropy_coeff=0.01,
@@ -78,6 +79,32 @@ def _padded_wider(data, left: int, right: int):
         "response_mask": pad(b["response_mask"], 0, right),
     }
     return DataProto.from_dict(tensors=wider, meta_info=data.meta_info)
+
+
+def test_seq_mean_token_sum_norm_divides_by_the_configured_constant_not_the_batch_width(
+    scenarios, tiny_model_dir
+):
+    """The same rows in a batch whose responses are 9 columns wider (as when another step's longest response
+    is longer) give the same gradient: the normaliser is loss_scale_factor, not the batch's response width."""
+    grads = []
+    for right in (0, 9):
+        model = _model(tiny_model_dir)
+        # No clipping: it would rescale any gradient to the same norm and hide the normaliser.
+        actor = _actor(model, loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor=40, grad_clip=1e9)
+        data = _data(scenarios, model, actor)
+        if right:
+            width = data.batch["responses"].shape[1]
+            wide = _padded_wider(data, left=0, right=right)
+            # The response-shaped columns _padded_wider left as they were (advantages, log-probs, ...).
+            for key in [k for k, v in wide.batch.items() if v.dim() == 2 and v.shape[1] == width]:
+                wide.batch[key] = torch.nn.functional.pad(wide.batch[key], (0, right))
+            data = wide
+        actor.update_policy(data)
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-7, rtol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="actor.loss_scale_factor is required with loss_agg_mode=seq-mean"):
+        ActorConfig(loss_agg_mode="seq-mean-token-sum-norm")
 
 
 def test_padding_columns_no_row_uses_are_cut_and_change_nothing(scenarios, tiny_model_dir):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from verl.utils.config import ConfigError
-from verl.workers.config import ActorConfig, ActorRolloutRefConfig, ModelConfig, OptimConfig, RolloutConfig
+from verl.workers.config import (
+    ActorConfig,
+    ActorRolloutRefConfig,
+    CriticConfig,
+    CriticModelConfig,
+    ModelConfig,
+    OptimConfig,
+    RolloutConfig,
+)
 
 
 def test_from_dict_builds_nested_typed_configs():
@@ -71,6 +79,12 @@ def test_derived_fields_cannot_be_set_and_must_split_over_the_ranks():
         (lambda: OptimConfig(lr_scheduler="step"), "actor.optim.lr_scheduler"),
         (lambda: OptimConfig(lr_warmup_steps_ratio=1.5), "actor.optim.lr_warmup_steps_ratio"),
         (lambda: RolloutConfig(top_p=0.0), "rollout.top_p"),
+        (lambda: ActorConfig(loss_agg_mode="seq-mean-token-sum-norm"), "actor.loss_scale_factor"),
+        (lambda: ActorConfig(loss_scale_factor=0), "actor.loss_scale_factor"),
+        (
+            lambda: CriticConfig(model=CriticModelConfig(path="m"), loss_agg_mode="seq-mean-token-sum-norm"),
+            "critic.loss_scale_factor",
+        ),
     ],
 )
 def test_bad_values_name_their_key(build, key):
