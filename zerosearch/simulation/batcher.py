@@ -124,23 +124,35 @@ class DynamicBatcher(Generic[Job, Result]):
                 return
             if not batch:
                 continue
-            jobs = [job for job, _ in batch]
-            start = time.perf_counter()
             try:
-                results = self.run_batch(jobs)
-                if len(results) != len(jobs):
-                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(jobs)} jobs")
+                self._run(batch)
             except Exception as e:  # any failure fails this batch only, never the worker
                 self.stats.failed_batches += 1
-                log.exception("batch of %d request(s) failed", len(jobs))
-                for _, fut in batch:
-                    fut.set_exception(e)
-                continue
-            elapsed = time.perf_counter() - start
-            prompt_tokens, completion_tokens = self.describe(jobs, results) if self.describe else (0, 0)
-            self._record(len(jobs), prompt_tokens, completion_tokens, elapsed)
-            for (_, fut), result in zip(batch, results, strict=True):
-                fut.set_result(result)
+                if len(batch) == 1:
+                    log.exception("a request failed")
+                    batch[0][1].set_exception(e)
+                    continue
+                # One bad job must not fail its batch-mates: run each alone, so only the bad one fails.
+                log.warning("batch of %d request(s) failed (%s); running them one at a time", len(batch), e)
+                for item in batch:
+                    try:
+                        self._run([item])
+                    except Exception as alone:
+                        log.exception("a request failed")
+                        item[1].set_exception(alone)
+
+    def _run(self, batch: list[tuple[Job, Future]]) -> None:
+        """Run the batch and hand every job its result (raises, leaving every future unset, on failure)."""
+        jobs = [job for job, _ in batch]
+        start = time.perf_counter()
+        results = self.run_batch(jobs)
+        if len(results) != len(jobs):
+            raise RuntimeError(f"run_batch returned {len(results)} results for {len(jobs)} jobs")
+        elapsed = time.perf_counter() - start
+        prompt_tokens, completion_tokens = self.describe(jobs, results) if self.describe else (0, 0)
+        self._record(len(jobs), prompt_tokens, completion_tokens, elapsed)
+        for (_, fut), result in zip(batch, results, strict=True):
+            fut.set_result(result)
 
     def _record(self, rows: int, prompt_tokens: int, completion_tokens: int, elapsed: float) -> None:
         s = self.stats

@@ -12,11 +12,15 @@ from typing import Annotated, Literal
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 MAX_N = 16
 MAX_STOP_STRINGS = 16
 MAX_PROMPTS = 64
+# Each of a request's n samples uses seed + j, and torch takes 64-bit seeds: seed + n must stay in range.
+MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1 - MAX_N
+# Below this (and above 0) logits / temperature overflow to inf and sampling breaks; 0 means greedy.
+MIN_TEMPERATURE = 1e-5
 
 Probability = Annotated[float, Field(strict=True, gt=0.0, le=1.0)]
 
@@ -48,11 +52,18 @@ class SamplingFields(BaseModel):
     top_p: Probability = 1.0
     n: Annotated[int, Field(strict=True, ge=1, le=MAX_N)] = 1
     stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    seed: Annotated[int, Field(strict=True, ge=MIN_SEED, le=MAX_SEED)] | None = None
     stream: StrictBool = False
     # vLLM extensions, useful for benchmarks (ignore_eos) and for special-token-heavy outputs.
     ignore_eos: StrictBool = False
     skip_special_tokens: StrictBool = True
+
+    @field_validator("temperature")
+    @classmethod
+    def _check_temperature(cls, value: float) -> float:
+        if 0.0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, got {value}")
+        return value
 
     @field_validator("stop")
     @classmethod

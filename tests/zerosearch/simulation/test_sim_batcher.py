@@ -41,16 +41,17 @@ def test_waiting_jobs_run_together_up_to_the_batch_size():
     assert batcher.stats.batches == len(run.sizes) and batcher.stats.max_batch_rows == 4
 
 
-def test_a_failing_batch_fails_only_its_own_requests_and_the_worker_lives_on():
+def test_a_failing_request_fails_alone_never_its_batch_mates_and_the_worker_lives_on():
     run = Recorder()
     batcher = DynamicBatcher(run, max_batch_size=2, max_wait_ms=200).start()
-    failed = [batcher.submit("ok-but-unlucky"), batcher.submit("boom")]
-    for fut in failed:
-        with pytest.raises(RuntimeError, match="generation exploded"):
-            fut.result(timeout=10)
+    mate, bad = batcher.submit("batch-mate"), batcher.submit("boom")
+    assert mate.result(timeout=10) == "BATCH-MATE"  # rerun alone after the shared batch failed
+    with pytest.raises(RuntimeError, match="generation exploded"):
+        bad.result(timeout=10)
+    assert run.sizes == [2, 1, 1]
     assert batcher.submit("later").result(timeout=10) == "LATER"
     assert batcher.alive
-    assert batcher.stats.failed_batches == 1 and batcher.stats.batches == 1
+    assert batcher.stats.failed_batches == 1 and batcher.stats.batches == 2
     batcher.stop()
 
 

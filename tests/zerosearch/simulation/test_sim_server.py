@@ -259,6 +259,10 @@ BAD_REQUESTS = [
     ("chat", {"messages": [{"role": "user", "content": "hi"}], "stop": 7}, "stop"),
     ("chat", {"messages": [{"role": "user", "content": "hi"}], "stream": True}, "stream"),
     ("chat", {"messages": [{"role": "user", "content": "Alice Smith " * 200}]}, "messages"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "seed": 2**64}, "seed"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "seed": 2**63 - 1, "n": 2}, "seed"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "seed": -(2**63) - 1}, "seed"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "temperature": 1e-39}, "temperature"),
     ("completions", {"prompt": 12}, "prompt"),
     ("completions", {"prompt": []}, "prompt"),
     ("completions", {"prompt": ""}, "prompt"),
@@ -277,6 +281,25 @@ def test_bad_request_is_a_400_naming_the_field(server, endpoint, body, param):
     assert error["param"] == param
     assert error["type"] == "invalid_request_error"
     assert error["message"]
+
+
+def test_bad_requests_sent_among_good_ones_fail_alone(server):
+    """Requests that once failed inside generation (an overflowing seed, an underflowing temperature) arrive
+    while good ones are being batched: each bad one gets its 400, every good one its completion."""
+    good = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 8, "seed": 3}
+    bad = [
+        {**good, "seed": 2**63 - 2},
+        {**good, "temperature": 1e-39},
+        {**good, "seed": 2**64},
+    ]
+
+    async def mixed():
+        async with httpx.AsyncClient(timeout=120) as client:
+            post = lambda body: client.post(f"{server.url}/v1/chat/completions", json=body)  # noqa: E731
+            return await asyncio.gather(*(post(body) for body in [good, *bad, good, good]))
+
+    codes = [r.status_code for r in asyncio.run(mixed())]
+    assert codes == [200, 400, 400, 400, 200, 200]
 
 
 def test_an_empty_model_name_means_the_served_model(server):
