@@ -15,6 +15,7 @@ string matched, None for EOS), so a client can tell a finished answer from a cut
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,12 @@ class SamplingParams:
 
 @dataclass
 class GenerationRequest:
-    """One row of a batch: the prompt as token ids and its sampling parameters."""
+    """One row of a batch: the prompt as token ids, its sampling parameters, and `cancel`: set it (from any
+    thread) to stop the row after its current token, finish_reason "abort" (its client went away)."""
 
     prompt_ids: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -57,7 +60,7 @@ class GenerationResult:
 
     text: str
     token_ids: list[int]
-    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
+    finish_reason: str  # "stop" (EOS or a stop string), "length" (max_tokens reached) or "abort" (cancelled)
     prompt_tokens: int
     stop_reason: str | None = (
         None  # the stop string that ended the row (vLLM's field); None for EOS or length
@@ -106,7 +109,8 @@ class GenerationEngine:
             if req.params.max_tokens < 1:
                 raise ValueError(f"request {i}: max_tokens must be >= 1")
         rows = [
-            DecodeRequest(req.prompt_ids, _decode_params(req.params), req.params.seed) for req in requests
+            DecodeRequest(req.prompt_ids, _decode_params(req.params), req.params.seed, req.cancel.is_set)
+            for req in requests
         ]
         results = self.decoder.decode(rows)
         return [self._result(req, res) for req, res in zip(requests, results, strict=True)]
@@ -136,7 +140,7 @@ class GenerationEngine:
                 # The API returns the text before the first stop string, without it.
                 cuts = [pos for pos in (text.find(s) for s in params.stop) if pos >= 0]
                 text = text[: min(cuts)] if cuts else text
-        reason = "length" if result.finish_reason == "length" else "stop"
+        reason = result.finish_reason if result.finish_reason in ("length", "abort") else "stop"
         stop = result.stop if result.finish_reason == "stop" else None
         return GenerationResult(text, list(ids), reason, len(request.prompt_ids), stop)
 

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -129,14 +129,23 @@ def create_app(
             for j in range(req.n)
         ]
 
-    async def run_rows(rows: list[GenerationRequest]) -> list[GenerationResult]:
-        futures = [asyncio.wrap_future(batcher.submit(row)) for row in rows]
+    async def run_rows(rows: list[GenerationRequest], http: Request) -> list[GenerationResult]:
+        """Batch the rows and wait for them; if the client goes away meanwhile, its rows stop generating
+        (queued ones are dropped, running ones end after their current token) instead of running on for
+        nobody while other requests wait."""
+        submitted = [batcher.submit(row) for row in rows]
+        watcher = asyncio.create_task(_cancel_on_disconnect(http, rows, submitted))
         try:
-            return list(await asyncio.gather(*futures))
+            return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in submitted)))
+        except asyncio.CancelledError:
+            _cancel(rows, submitted)
+            raise
         except Exception as e:
             raise APIError(
                 500, f"generation failed: {type(e).__name__}: {e}", error_type="server_error"
             ) from e
+        finally:
+            watcher.cancel()
 
     def usage(results: list[GenerationResult], prompt_tokens: int) -> dict:
         completion = sum(r.completion_tokens for r in results)
@@ -147,18 +156,18 @@ def create_app(
         }
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest) -> JSONResponse:
+    async def chat_completions(req: ChatCompletionRequest, http: Request) -> JSONResponse:
         check_common(req)
         if not engine.tokenizer.chat_template:
             raise APIError(
                 400, "the model's tokenizer has no chat template; use /v1/completions", param="messages"
             )
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        try:
-            prompt_ids = engine.chat_prompt_ids(messages)
+        try:  # off the event loop: a long prompt must not stall /health and every other request
+            prompt_ids = await asyncio.to_thread(engine.chat_prompt_ids, messages)
         except Exception as e:  # the template itself may reject a conversation (roles, order)
             raise APIError(400, f"messages: the chat template rejected them: {e}", param="messages") from e
-        results = await run_rows(build_rows(req, prompt_ids, "messages"))
+        results = await run_rows(build_rows(req, prompt_ids, "messages"), http)
         choices = [
             {
                 "index": i,
@@ -181,16 +190,16 @@ def create_app(
         )
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> JSONResponse:
+    async def completions(req: CompletionRequest, http: Request) -> JSONResponse:
         check_common(req)
         prompts = req.prompts()
-        all_ids = [engine.tokenizer(p)["input_ids"] for p in prompts]
+        all_ids = await asyncio.to_thread(lambda: [engine.tokenizer(p)["input_ids"] for p in prompts])
         rows = [
             row
             for i, ids in enumerate(all_ids)
             for row in build_rows(req, ids, "prompt" if len(prompts) == 1 else f"prompt.{i}")
         ]
-        results = await run_rows(rows)
+        results = await run_rows(rows, http)
         # OpenAI orders choices prompt by prompt, the n samples of a prompt next to each other.
         choices = [
             {
@@ -243,6 +252,22 @@ def create_app(
         }
 
     return app
+
+
+DISCONNECT_POLL_S = 0.1
+
+
+async def _cancel_on_disconnect(http: Request, rows: list[GenerationRequest], submitted: list) -> None:
+    while not await http.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    log.info("client disconnected: cancelling %d row(s)", len(rows))
+    _cancel(rows, submitted)
+
+
+def _cancel(rows: list[GenerationRequest], submitted: list) -> None:
+    for row, future in zip(rows, submitted, strict=True):
+        future.cancel()  # still queued: the batcher drops it
+        row.cancel.set()  # running: it stops after its current token
 
 
 def _describe(jobs: list[GenerationRequest], results: list[GenerationResult]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -300,6 +301,52 @@ def test_bad_requests_sent_among_good_ones_fail_alone(server):
 
     codes = [r.status_code for r in asyncio.run(mixed())]
     assert codes == [200, 400, 400, 400, 200, 200]
+
+
+def _stats(server) -> dict:
+    return httpx.get(f"{server.url}/stats", timeout=30).json()
+
+
+def test_a_client_that_goes_away_stops_its_generation(server):
+    """4 x 2000 tokens asked, the client gone after 0.5 s: the rows end there (a few hundred tokens at most
+    on this CPU), and the next request is answered at once instead of waiting behind them."""
+    before = _stats(server)
+    body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 2000, "n": 4}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/chat/completions", json={**body, "ignore_eos": True}, timeout=0.5)
+    deadline = time.monotonic() + 60
+    while _stats(server)["rows"] < before["rows"] + 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    generated = _stats(server)["completion_tokens"] - before["completion_tokens"]
+    assert 0 < generated < 4 * 2000 / 4, generated
+    start = time.monotonic()
+    quick = httpx.post(
+        f"{server.url}/v1/chat/completions", json={**body, "max_tokens": 4, "n": 1}, timeout=60
+    )
+    assert quick.status_code == 200 and time.monotonic() - start < 10
+
+
+@pytest.mark.slow
+def test_a_huge_prompt_is_tokenized_off_the_event_loop(tiny_model_dir):
+    """A 6 MB prompt takes the tokenizer seconds; meanwhile /health answers as quickly as ever."""
+    args = ["--model", str(tiny_model_dir), "--max-body-bytes", "8000000", "--device", "cpu"]
+    with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as big:
+        prompt = "Alice Smith was born in Paris. " * 200_000
+
+        async def probe():
+            async with httpx.AsyncClient(timeout=120) as client:
+                post = asyncio.create_task(client.post(f"{big.url}/v1/completions", json={"prompt": prompt}))
+                latencies = []
+                while not post.done():
+                    start = time.monotonic()
+                    assert (await client.get(f"{big.url}/health")).status_code == 200
+                    latencies.append(time.monotonic() - start)
+                    await asyncio.sleep(0.05)
+                return await post, latencies
+
+        reply, latencies = asyncio.run(probe())
+    assert reply.status_code == 400 and "tokens, over the limit" in reply.json()["error"]["message"]
+    assert len(latencies) >= 3 and max(latencies) < 1.0, latencies
 
 
 def test_an_empty_model_name_means_the_served_model(server):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -82,11 +82,14 @@ class DecodeParams:
 
 @dataclass
 class DecodeRequest:
-    """One row: prompt ids, how to decode, and the seed of its own generator (None: a fresh random one)."""
+    """One row: prompt ids, how to decode, the seed of its own generator (None: a fresh random one), and
+    `cancelled`, polled after every token: when it returns True the row stops at once with finish_reason
+    "abort" (a server's client that went away)."""
 
     prompt_ids: Sequence[int]
     params: DecodeParams = field(default_factory=DecodeParams)
     seed: int | None = None
+    cancelled: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -94,7 +97,7 @@ class DecodeResult:
     """What one row produced.
 
     finish_reason: "eos" (an EOS id, kept in `token_ids`), "stop" (a stop string, named in `stop`, or a stop
-    token id, kept), or "length" (the token budget ran out).
+    token id, kept), "length" (the token budget ran out), or "abort" (the request was cancelled).
     """
 
     token_ids: list[int]
@@ -312,6 +315,8 @@ class BatchDecoder:
                 return self._finish(row, "stop", stop)
         if len(row.tokens) >= row.budget:
             return self._finish(row, "length")
+        if row.request.cancelled is not None and row.request.cancelled():
+            return self._finish(row, "abort")
         return False
 
     def _completed_stop(self, row: _Row, token: int) -> str | None:
