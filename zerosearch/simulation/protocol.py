@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 MAX_N = 16
 MAX_STOP_STRINGS = 16
@@ -107,6 +108,19 @@ class APIError(Exception):
 async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
     return exc.response()
+
+
+async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (a body that cannot be parsed at all: not UTF-8, nested too deep, an integer
+    too long for Python; an unknown path or method) in OpenAI's error body instead of {"detail": ...}."""
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 400 and "parsing the body" in detail:
+        detail = "request body could not be parsed as JSON (not UTF-8, nested too deeply, or a number too long)"
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    response = APIError(exc.status_code, detail, error_type=kind).response()
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:

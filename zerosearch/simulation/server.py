@@ -25,6 +25,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zerosearch.simulation.batcher import DynamicBatcher
 from zerosearch.simulation.engine import GenerationEngine, GenerationRequest, GenerationResult, SamplingParams
@@ -35,6 +36,7 @@ from zerosearch.simulation.protocol import (
     CompletionRequest,
     SamplingFields,
     api_error_handler,
+    http_error_handler,
     validation_error_handler,
 )
 
@@ -75,6 +77,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
 
     def check_common(req: SamplingFields) -> None:
         # An empty name means the served model, as the reference client sends it (and vLLM accepts it).

@@ -349,6 +349,32 @@ def test_a_huge_prompt_is_tokenized_off_the_event_loop(tiny_model_dir):
     assert len(latencies) >= 3 and max(latencies) < 1.0, latencies
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"messages": [{"role": "user", "content": "caf\xe9"}]}',  # Latin-1, not UTF-8
+        b"[" * 5000 + b"]" * 5000,  # nested deeper than the parser goes
+        b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": ' + b"9" * 5000 + b"}",
+    ],
+    ids=["not-utf8", "deep-nesting", "5000-digit-int"],
+)
+def test_an_unparseable_body_gets_the_openai_error_format(server, content):
+    r = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == 400 and error["message"]
+
+
+def test_an_unknown_path_gets_the_openai_error_format(server):
+    r = httpx.get(f"{server.url}/v1/engines", timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["message"] == "Not Found"
+
+
 def test_an_empty_model_name_means_the_served_model(server):
     body = {
         "model": "",
