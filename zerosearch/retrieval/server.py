@@ -29,6 +29,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from zerosearch.retrieval.index import BM25Index, DenseIndex, load_corpus
+from zerosearch.utils.http import (
+    BodySizeLimit,
+    add_connection_arguments,
+    connection_limits,
+    error_response,
+    serve,
+)
 
 log = logging.getLogger("zerosearch.retrieval.server")
 
@@ -67,18 +74,13 @@ class RetrievalError(Exception):
         self.status, self.message, self.param = status, message, param
 
 
-def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": "invalid_request_error", "param": param}}, status_code=status
-    )
-
-
 def create_app(
     index: Any, documents: list[str], retriever: str, limits: RetrievalLimits | None = None
 ) -> FastAPI:
     """Build the app around a ready index (anything with `search(queries, topk) -> [[(id, score)]]`)."""
     limits = limits or RetrievalLimits()
     app = FastAPI(title="ZeroSearch retriever")
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
 
     def check_topk(value: int | None, param: str) -> int:
         k = limits.topk_default if value is None else value
@@ -110,15 +112,11 @@ def create_app(
         return hits
 
     async def parse_body(request: Request) -> dict:
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise RetrievalError(
-                413, f"request body is {len(raw)} bytes, over the limit of {limits.max_body_bytes}"
-            )
+        raw = await request.body()  # at most max_body_bytes: BodySizeLimit refuses more as it streams in
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RetrievalError(400, f"request body is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, a 5000-digit number, nested too deep
+            raise RetrievalError(400, f"request body is not valid JSON: {type(e).__name__}: {e}") from None
         if not isinstance(body, dict) or not ({"queries", "query"} & body.keys()):
             raise RetrievalError(
                 400,
@@ -129,7 +127,7 @@ def create_app(
 
     @app.exception_handler(RetrievalError)
     async def on_retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.param)
+        return error_response(exc.status, exc.message, exc.param)
 
     @app.post("/retrieve", response_model=None)
     async def retrieve(request: Request) -> JSONResponse:
@@ -192,7 +190,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--topk-default", type=int, default=3, help="topk when a request does not say")
     p.add_argument("--max-topk", type=int, default=100)
     p.add_argument("--max-queries", type=int, default=256, help="most queries in one batch request")
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=RetrievalLimits.max_body_bytes,
+        help="refuse request bodies larger than this (413) while they stream in",
+    )
+    add_connection_arguments(p)
     args = p.parse_args(argv)
+    args.connection_limits = connection_limits(args, p)
     for flag in ("topk_default", "max_topk", "max_queries"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -202,8 +208,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     documents = load_corpus(args.corpus)
@@ -216,14 +220,10 @@ def main(argv: list[str] | None = None) -> None:
         args.retriever,
         time.perf_counter() - start,
     )
-    limits = RetrievalLimits(args.topk_default, args.max_topk, args.max_queries)
-    uvicorn.run(
-        create_app(index, documents, args.retriever, limits),
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        access_log=False,
+    limits = RetrievalLimits(
+        args.topk_default, args.max_topk, args.max_queries, max_body_bytes=args.max_body_bytes
     )
+    serve(create_app(index, documents, args.retriever, limits), args.host, args.port, args.connection_limits)
 
 
 if __name__ == "__main__":

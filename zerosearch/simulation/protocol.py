@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from zerosearch.utils.http import error_response
+
 MAX_N = 16
 MAX_STOP_STRINGS = 16
 MAX_PROMPTS = 64
@@ -101,8 +103,7 @@ class APIError(Exception):
         self.status, self.message, self.param, self.error_type = status, message, param, error_type
 
     def response(self) -> JSONResponse:
-        body = {"message": self.message, "type": self.error_type, "param": self.param, "code": self.status}
-        return JSONResponse({"error": body}, status_code=self.status)
+        return error_response(self.status, self.message, self.param, self.error_type)
 
 
 async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
@@ -116,7 +117,9 @@ async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 400 and "parsing the body" in detail:
-        detail = "request body could not be parsed as JSON (not UTF-8, nested too deeply, or a number too long)"
+        detail = (
+            "request body could not be parsed as JSON (not UTF-8, nested too deeply, or a number too long)"
+        )
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
     response = APIError(exc.status_code, detail, error_type=kind).response()
     response.headers.update(exc.headers or {})
@@ -137,50 +140,3 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     where = ".".join(names) if names else "body"
     param = names[0] if names else None
     return APIError(400, f"{where}: {first.get('msg')}", param=param).response()
-
-
-class BodySizeLimit:
-    """ASGI middleware refusing request bodies over `max_bytes` with 413, before they are read into memory
-    and parsed: by the declared Content-Length, and by counting the bytes of a body sent without one (then
-    the 413 goes out as soon as the limit is passed and the app sees the client disconnect)."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    def _error(self, size: str) -> JSONResponse:
-        return APIError(
-            413, f"request body is {size} bytes, over this server's limit of {self.max_bytes}"
-        ).response()
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._error(declared.decode())(scope, receive, send)
-            return
-        received, refused, started = 0, False, False
-
-        async def counting_receive():
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    if not started:
-                        await self._error(f"more than {self.max_bytes}")(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message):
-            nonlocal started
-            if refused:  # the 413 is already out; whatever the app answers to the disconnect is dropped
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        await self.app(scope, counting_receive, guarded_send)

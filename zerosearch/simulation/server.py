@@ -31,7 +31,6 @@ from zerosearch.simulation.batcher import DynamicBatcher
 from zerosearch.simulation.engine import GenerationEngine, GenerationRequest, GenerationResult, SamplingParams
 from zerosearch.simulation.protocol import (
     APIError,
-    BodySizeLimit,
     ChatCompletionRequest,
     CompletionRequest,
     SamplingFields,
@@ -39,6 +38,7 @@ from zerosearch.simulation.protocol import (
     http_error_handler,
     validation_error_handler,
 )
+from zerosearch.utils.http import BodySizeLimit, add_connection_arguments, connection_limits, serve
 
 log = logging.getLogger("zerosearch.simulation.server")
 
@@ -336,15 +336,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="CPU threads for torch (default: torch's choice); 1 avoids thrashing on a shared CPU",
     )
+    add_connection_arguments(p)
     args = p.parse_args(argv)
     if args.max_wait_ms < 0:
         p.error(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+    args.connection_limits = connection_limits(args, p)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.num_threads is not None:
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         engine.max_model_len,
         args.max_batch_size,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    serve(app, args.host, args.port, args.connection_limits)
 
 
 if __name__ == "__main__":

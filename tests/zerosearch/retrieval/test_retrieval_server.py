@@ -139,6 +139,8 @@ BAD_BODIES = [
     ({"queries": ["Paris " * 1000]}, 413, "queries"),
     ({"query": 5}, 400, "query"),
     ({"query": "Paris", "top_k": -1}, 400, "top_k"),
+    ('{"queries": ["Paris"], "topk": ' + "9" * 5000 + "}", 400, None),  # longer than Python parses
+    ("[" * 1000 + "]" * 1000, 400, None),  # nested deeper than the parser goes
 ]
 
 
@@ -152,6 +154,27 @@ def test_bad_body_is_rejected_with_a_clear_error(bm25, body, status, param):
     error = r.json()["error"]
     assert error["param"] == param
     assert error["message"]
+
+
+def test_an_oversized_body_is_refused_while_it_streams_in(corpus_file):
+    """No Content-Length (a chunked body): the 413 comes once the limit is passed, before the rest is read."""
+    args = ["--corpus", str(corpus_file), "--max-body-bytes", "10000"]
+    with ServerProcess(
+        "zerosearch.retrieval.server", args, find_free_port(), env={"OMP_NUM_THREADS": "1"}
+    ) as srv:
+        sent = 0
+
+        def chunks():
+            nonlocal sent
+            for _ in range(10_000):  # up to 10 MB, if the server kept reading
+                sent += 1000
+                yield b" " * 1000
+
+        r = httpx.post(f"{srv.url}/retrieve", content=chunks(), timeout=60)
+        declared = httpx.post(f"{srv.url}/retrieve", content=b" " * 20_000, timeout=60)
+    assert r.status_code == 413 and "over this server's limit of 10000" in r.json()["error"]["message"]
+    assert sent < 10_000_000
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == 413
 
 
 def test_server_keeps_serving_after_bad_bodies(bm25):
