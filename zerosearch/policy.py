@@ -56,14 +56,17 @@ class EndpointRollout(RolloutEngine):
         return self._runner.run(coro)
 
     def _served_model(self) -> str:
-        async def attempt(session: aiohttp.ClientSession) -> Any:
-            async with session.get(f"{self.base}/v1/models") as response:
-                return await read_json(response, f"{self.base}/v1/models")
+        url = f"{self.base}/v1/models"
 
-        outcome = self._run(self._core.run(attempt))
+        async def attempt(session: aiohttp.ClientSession) -> list:
+            async with session.get(url) as response:
+                body = await read_json(response, url, self.options.max_reply_bytes)
+            return [m.get("id") for m in body.get("data", []) if isinstance(m, dict)]
+
+        outcome = self._run(self._core.run(attempt, url))
         if outcome.error is not None:
             raise PolicyEndpointError(f"--policy-url {self.base}: GET /v1/models failed: {outcome.error}")
-        names = [m.get("id") for m in (outcome.value or {}).get("data", []) if isinstance(m, dict)]
+        names = outcome.value
         if len(names) != 1:
             raise PolicyEndpointError(
                 f"--policy-url {self.base} serves {len(names)} models ({', '.join(map(str, names)) or 'none'}); "

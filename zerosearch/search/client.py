@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 
@@ -82,6 +84,7 @@ class HttpOptions:
     retry_seed: seed of the jitter draws (None: not seeded).
     max_failure_rate: when more than this fraction of a batch failed, the batch raises SearchBackendError.
     trust_env: use HTTP(S)_PROXY / NO_PROXY and ~/.netrc (for clusters that reach SerpAPI through a proxy).
+    max_reply_bytes: a reply larger than this (after decompression) fails the attempt unread.
     """
 
     concurrency: int = 64
@@ -92,6 +95,7 @@ class HttpOptions:
     retry_seed: int | None = None
     max_failure_rate: float = 0.5
     trust_env: bool = False
+    max_reply_bytes: int = 8_000_000
 
     def __post_init__(self) -> None:
         checks = {
@@ -101,13 +105,15 @@ class HttpOptions:
             "backoff_base_s": self.backoff_base_s >= 0,
             "backoff_max_s": self.backoff_max_s >= 0,
             "max_failure_rate": 0.0 <= self.max_failure_rate <= 1.0,
+            "max_reply_bytes": self.max_reply_bytes >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             name = bad[0]
             raise ValueError(
                 f"{type(self).__name__}.{name}: invalid value {getattr(self, name)!r} "
-                "(concurrency >= 1, timeout_s > 0, retries/backoff >= 0, 0 <= max_failure_rate <= 1)"
+                "(concurrency >= 1, timeout_s > 0, retries/backoff >= 0, 0 <= max_failure_rate <= 1, "
+                "max_reply_bytes >= 1)"
             )
 
 
@@ -131,12 +137,16 @@ class RequestCore:
     """Runs attempts with bounded concurrency, a time limit and retries; owns the per-loop HTTP sessions.
 
     `secrets` are strings (API keys) that must never show in an error text: they are replaced by '***'
-    in every reason this core hands out, whatever the server or aiohttp put into it.
+    in every reason this core hands out, whatever the server or aiohttp put into it, as written and in every
+    URL encoding of them (a key with `+` or `=` appears as `%2B` / `%3D` in a request URL).
     """
 
     def __init__(self, options: HttpOptions, secrets: Sequence[str] = ()):
         self.options = options
-        self._secrets = [s for s in secrets if s]
+        forms = {
+            form for s in secrets if s for form in (s, quote(s, safe=""), quote_plus(s, safe=""), quote(s))
+        }
+        self._secrets = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
         self._rng = random.Random(options.retry_seed)
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._lock = threading.Lock()
@@ -168,6 +178,8 @@ class RequestCore:
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
+            if "%" in secret:  # percent escapes are case-insensitive: %2b is %2B
+                text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
         return text
 
     def backoff_delay(self, retry_index: int, retry_after: float | None = None) -> float:
@@ -178,10 +190,16 @@ class RequestCore:
             delay = max(delay, min(retry_after, self.options.backoff_max_s))
         return delay
 
-    async def run(self, attempt: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> Outcome[T]:
+    async def run(
+        self, attempt: Callable[[aiohttp.ClientSession], Awaitable[T]], server: str | Callable[[], str]
+    ) -> Outcome[T]:
         """Call `attempt(session)` until it returns, fails for good, or the retry budget is spent.
 
-        `attempt` performs one exchange and raises AttemptError (or lets an aiohttp error through) on failure.
+        `attempt` performs one exchange, reads and checks the reply, and raises AttemptError (or lets an
+        aiohttp error through) on failure. Any other exception it raises is a reply whose shape its parsing
+        did not expect (a number where text should be, a list for a string, nesting too deep): that attempt
+        fails as "malformed reply from `server`" (a URL, or a function giving the URL the attempt used) and
+        is retried like a server error.
         """
         state = self._state()
         start = time.perf_counter()
@@ -194,6 +212,12 @@ class RequestCore:
                     return Outcome(value, retries, time.perf_counter() - start)
                 except (AttemptError, aiohttp.ClientError, TimeoutError) as exc:
                     failure = self._classify(exc)
+                except Exception as exc:  # noqa: BLE001 - any parsing failure is the reply's fault
+                    detail = " ".join(str(exc).split())[:200]
+                    where = server() if callable(server) else server
+                    failure = AttemptError(
+                        f"malformed reply from {where}: {type(exc).__name__}: {detail}", retryable=True
+                    )
             if not failure.retryable or retries >= self.options.max_retries:
                 tries = f"{retries + 1} attempt" + ("s" if retries else "")
                 reason = failure.reason if not failure.retryable else f"{failure.reason} ({tries})"
@@ -243,13 +267,21 @@ class RequestCore:
             # else: an idle loop while another runs here; it cannot be driven now, and its sockets go with it.
 
 
-async def read_json(response: aiohttp.ClientResponse, url: str) -> Any:
+async def read_json(response: aiohttp.ClientResponse, url: str, max_bytes: int = 8_000_000) -> Any:
     """Turn a response into its JSON body, or into an AttemptError that says what the server said.
 
     `url` is what error texts show (callers pass it without a query string, where secrets would live).
-    5xx and 429 are retryable; other non-2xx answers are not.
+    5xx and 429 are retryable; other non-2xx answers are not. At most `max_bytes` of the (decompressed)
+    body are read: a larger reply fails, retryably, without being read whole (a runaway server, a
+    compression bomb).
     """
-    text = await response.text(errors="replace")
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise AttemptError(f"reply from {url} is {declared} bytes, over max_reply_bytes={max_bytes}", True)
+    raw = await response.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise AttemptError(f"reply from {url} is over max_reply_bytes={max_bytes}", retryable=True)
+    text = raw.decode(response.get_encoding() if response.charset else "utf-8", errors="replace")
     if response.status >= 400:
         body = " ".join(text.split())[:300]
         retryable = response.status >= 500 or response.status == 429
@@ -261,7 +293,7 @@ async def read_json(response: aiohttp.ClientResponse, url: str) -> Any:
         )
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         snippet = " ".join(text.split())[:200]
         raise AttemptError(f"invalid JSON from {url}: {snippet!r}", retryable=False) from None
 
@@ -281,11 +313,11 @@ async def post_all(core: RequestCore, url: str, bodies: Sequence[dict]) -> list[
     def attempt_for(body: dict):
         async def attempt(session: aiohttp.ClientSession) -> dict:
             async with session.post(url, json=body) as response:
-                return first_choice(await read_json(response, url), url)
+                return first_choice(await read_json(response, url, core.options.max_reply_bytes), url)
 
         return attempt
 
-    return list(await asyncio.gather(*(core.run(attempt_for(body)) for body in bodies)))
+    return list(await asyncio.gather(*(core.run(attempt_for(body), url) for body in bodies)))
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

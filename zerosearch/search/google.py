@@ -69,11 +69,18 @@ def serp_documents(body: dict, topk: int, use_answer_box: bool = True) -> list[s
     box = body.get("answer_box")
     if use_answer_box and isinstance(box, dict):
         text = box.get("answer") or box.get("snippet") or ""
-        entries.append((box.get("title") or "", text))
-    for item in body.get("organic_results") or []:
+        entries.append((box.get("title") or "", text, "answer_box"))
+    results = body.get("organic_results") or []
+    if not isinstance(results, list):
+        raise TypeError(f"organic_results is {type(results).__name__}, not a list")
+    for i, item in enumerate(results):
         if isinstance(item, dict):
-            entries.append((item.get("title") or "", item.get("snippet") or ""))
-    docs = ["\n".join(part for part in (title.strip(), text.strip()) if part) for title, text in entries]
+            entries.append((item.get("title") or "", item.get("snippet") or "", f"organic_results[{i}]"))
+    docs = []
+    for title, text, where in entries:
+        if not isinstance(title, str) or not isinstance(text, str):
+            raise TypeError(f"{where}: title and snippet must be text")
+        docs.append("\n".join(part for part in (title.strip(), text.strip()) if part))
     return [d for d in docs if d][:topk]
 
 
@@ -123,22 +130,22 @@ class GoogleBackend(HttpSearchBackend):
         }
         params = {k: v for k, v in params.items() if v is not None}
 
-        async def attempt(session: aiohttp.ClientSession) -> dict:
+        async def attempt(session: aiohttp.ClientSession) -> list[str]:
             async with session.get(url, params=params) as response:
-                body = await read_json(response, url)
+                body = await read_json(response, url, cfg.max_reply_bytes)
             if not isinstance(body, dict):
                 raise AttemptError(f"unexpected reply from {url}: not a JSON object", retryable=False)
             error = body.get("error")
             if error and _NO_RESULTS not in str(error):
                 raise AttemptError(f"SerpAPI error from {url}: {error}", retryable=False)
-            return body
+            return serp_documents(body, req.topk, cfg.use_answer_box)
 
-        outcome = await self.core.run(attempt)
+        outcome = await self.core.run(attempt, url)
         if outcome.value is None:
             return failed_result(
                 outcome.error or "unknown error", outcome.retries, outcome.latency_s, server=cfg.base_url
             )
-        documents = serp_documents(outcome.value, req.topk, cfg.use_answer_box)
+        documents = outcome.value
         meta = {"server": cfg.base_url}
         if not documents:
             meta["empty_output"] = True

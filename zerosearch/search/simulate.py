@@ -189,16 +189,17 @@ class SimulateSFTBackend(HttpSearchBackend):
         return random.Random(derive_seed(self.config.seed, req.seed)).random()
 
     async def _detect_model(self) -> str:
+        url = f"{self.config.urls[0]}/v1/models"
+
         async def attempt(session: aiohttp.ClientSession) -> str:
-            url = f"{self.config.urls[0]}/v1/models"
             async with session.get(url, headers=self._headers) as response:
-                body = await read_json(response, url)
+                body = await read_json(response, url, self.config.max_reply_bytes)
             try:
                 return str(body["data"][0]["id"])
             except (KeyError, IndexError, TypeError):
                 raise AttemptError(f"no model listed by {url}: {str(body)[:200]}", retryable=False) from None
 
-        outcome = await self.core.run(attempt)
+        outcome = await self.core.run(attempt, url)
         if outcome.value is None:
             raise SearchBackendError(
                 self.name,
@@ -236,31 +237,30 @@ class SimulateSFTBackend(HttpSearchBackend):
             payload["seed"] = derive_seed(self.config.seed, req.seed, 1) % 2**31
         used: list[str] = []
 
-        async def attempt(session: aiohttp.ClientSession) -> dict:
+        async def attempt(session: aiohttp.ClientSession) -> tuple[str, Any]:
             with self.pool.lease() as (index, base):
                 url = f"{base}/v1/chat/completions"
                 used.append(base)
                 try:
                     async with session.post(url, json=payload, headers=self._headers) as response:
                         self.pool.mark_up(index)
-                        return await read_json(response, url)
+                        reply = await read_json(response, url, self.config.max_reply_bytes)
                 except aiohttp.ClientConnectorError:
                     self.pool.mark_down(index)
                     raise
+            choice = reply["choices"][0]
+            text = choice["message"]["content"]
+            if not isinstance(text, str | None):
+                raise TypeError(f"message.content is {type(text).__name__}, not text")
+            return text or "", choice.get("finish_reason")
 
-        outcome = await self.core.run(attempt)
+        outcome = await self.core.run(attempt, lambda: used[-1])
         meta = {"server": used[-1] if used else None, "model": model}
         if outcome.value is None:
             return failed_result(
                 outcome.error or "unknown error", outcome.retries, outcome.latency_s, noisy, **meta
             )
-        try:
-            choice = outcome.value["choices"][0]
-            text = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            reason = f"unexpected reply from {meta['server']}: {str(outcome.value)[:200]}"
-            return failed_result(reason, outcome.retries, outcome.latency_s, noisy, **meta)
-        meta["finish_reason"] = choice.get("finish_reason")
+        text, meta["finish_reason"] = outcome.value
         meta["text"] = text  # the raw output, for format checks (zerosearch.simtune audit)
         documents = parse_documents(text, req.topk)
         if not documents:

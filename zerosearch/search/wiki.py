@@ -111,7 +111,7 @@ class WikiBackend(HttpSearchBackend):
 
         async def attempt(session: aiohttp.ClientSession) -> list[list[Any]]:
             async with session.post(url, json=payload) as response:
-                body = await read_json(response, url)
+                body = await read_json(response, url, cfg.max_reply_bytes)
             hits = [body] if cfg.api == "single" else (body.get("result") if isinstance(body, dict) else None)
             if (
                 not isinstance(hits, list)
@@ -124,7 +124,7 @@ class WikiBackend(HttpSearchBackend):
                 )
             return hits
 
-        outcome = await self.core.run(attempt)
+        outcome = await self.core.run(attempt, url)
         if outcome.value is None:
             reason = outcome.error or "unknown error"
             return [failed_result(reason, outcome.retries, outcome.latency_s, server=cfg.url) for _ in chunk]
@@ -133,10 +133,10 @@ class WikiBackend(HttpSearchBackend):
             meta: dict = {"server": cfg.url}
             try:
                 documents = [format_passage(passage_text(hit)) for hit in hits][:topk]
-            except ValueError as e:
+            except Exception as e:  # noqa: BLE001 - any shape the parsing did not expect: this hit fails
                 results.append(
                     failed_result(
-                        f"unexpected reply from {url}: {e}",
+                        f"malformed reply from {url}: {type(e).__name__}: {e}",
                         outcome.retries,
                         outcome.latency_s,
                         server=cfg.url,
