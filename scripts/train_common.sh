@@ -37,9 +37,33 @@ KNOWN="ALGORITHM PRESET PROFILE NUM_GPUS_PER_NODE NNODES TRAINER_GPUS SIMULATOR_
 TOTAL_STEPS IP PORT SEARCH_MODE SIMULATION_LLM START_THRESHOLD END_THRESHOLD SEARCH_ENGINE RETRIEVER_URL MAX_TURNS TOPK \
 PROJECT_NAME EXPERIMENT_NAME"
 
-usage() {
-  echo "usage: $(basename "$0") [NAME VALUE]... [-- hydra.key=value ...]" >&2
-  echo "names: $KNOWN" >&2
+usage() {  # to stderr after an error; `--help` prints it to stdout
+  echo "usage: $(basename "$0") [NAME VALUE]... [-- hydra.key=value ...]"
+  echo "names: $KNOWN"
+  echo "(no arguments: the CPU toy-world demo; every name is described in scripts/train_common.sh)"
+}
+
+# Values checked here, so a typo is named before Python starts: whole numbers >= 1, and thresholds in [0, 1].
+POSITIVE_INTEGERS="NUM_GPUS_PER_NODE NNODES TOTAL_STEPS MAX_TURNS TOPK PORT"
+FRACTIONS="START_THRESHOLD END_THRESHOLD"
+check_value() {  # NAME VALUE
+  case " $POSITIVE_INTEGERS " in
+    *" $1 "*) [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "error: $1 must be a whole number >= 1, got '$2'" >&2; exit 2; } ;;
+  esac
+  case " $FRACTIONS " in
+    *" $1 "*)
+      if ! [[ "$2" =~ ^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$ ]]; then
+        echo "error: $1 must be a number from 0 to 1, got '$2'" >&2; exit 2
+      fi ;;
+  esac
+  if [[ "$2" == *"'"* && "$2" == *'"'* ]]; then
+    echo "error: $1 holds both kinds of quote, which a Hydra value cannot carry: '$2'" >&2; exit 2
+  fi
+  return 0
+}
+
+hydra_quote() {  # VALUE -> a quoted Hydra string, so paths with , = [ ] : or spaces pass through intact
+  if [[ "$1" != *"'"* ]]; then printf "'%s'" "$1"; else printf '"%s"' "$1"; fi
 }
 
 cd "$ROOT"
@@ -55,11 +79,13 @@ EXTRA=()
 while [ "$#" -gt 0 ]; do
   if [ "$1" = "--" ]; then shift; EXTRA=("$@"); break; fi
   name="$1"
+  case "$name" in -h|--help) usage; exit 0 ;; esac
   case " $KNOWN " in
     *" $name "*) ;;
-    *) echo "error: unknown argument name '$name'" >&2; usage; exit 2 ;;
+    *) echo "error: unknown argument name '$name'" >&2; usage >&2; exit 2 ;;
   esac
-  if [ "$#" -lt 2 ]; then echo "error: '$name' needs a value" >&2; usage; exit 2; fi
+  if [ "$#" -lt 2 ] || [ "$2" = "--" ]; then echo "error: '$name' needs a value" >&2; usage >&2; exit 2; fi
+  check_value "$name" "$2"
   ARG[$name]="$2"
   shift 2
 done
@@ -75,7 +101,7 @@ ALGORITHM="${ARG[ALGORITHM]:-$ALGORITHM}"
 require_config ALGORITHM algorithm "$ALGORITHM"
 
 for required in MODEL_PATH DATA_PATH; do
-  if [ -z "${ARG[$required]:-}" ]; then echo "error: $required is required" >&2; usage; exit 2; fi
+  if [ -z "${ARG[$required]:-}" ]; then echo "error: $required is required" >&2; usage >&2; exit 2; fi
 done
 
 SEARCH_MODE="${ARG[SEARCH_MODE]:-simulate_sft}"
@@ -140,10 +166,10 @@ OVERRIDES=(
   "algorithm=$ALGORITHM"
   "preset=$PRESET"
   ${ARG[PROFILE]:+"profile=${ARG[PROFILE]}"}
-  "actor_rollout_ref.model.path=${ARG[MODEL_PATH]}"
-  "data.train_files=${ARG[DATA_PATH]}/train.parquet"
-  "data.val_files=[${ARG[DATA_PATH]}/test.parquet]"
-  "trainer.experiment_name='${ARG[EXPERIMENT_NAME]:-$RUN_NAME}'"
+  "actor_rollout_ref.model.path=$(hydra_quote "${ARG[MODEL_PATH]}")"
+  "data.train_files=$(hydra_quote "${ARG[DATA_PATH]}/train.parquet")"
+  "data.val_files=[$(hydra_quote "${ARG[DATA_PATH]}/test.parquet")]"
+  "trainer.experiment_name=$(hydra_quote "${ARG[EXPERIMENT_NAME]:-$RUN_NAME}")"
 )
 # Only the pairs given: everything else is the preset's (or the trainer config's) value.
 declare -A KEY_OF=(
@@ -152,21 +178,25 @@ declare -A KEY_OF=(
   [MAX_TURNS]=agent.max_turns [TOPK]=agent.topk
 )
 for name in NUM_GPUS_PER_NODE NNODES TOTAL_STEPS PROJECT_NAME START_THRESHOLD END_THRESHOLD MAX_TURNS TOPK; do
-  [ -n "${ARG[$name]+given}" ] && OVERRIDES+=("${KEY_OF[$name]}=${ARG[$name]}")
+  if [ -n "${ARG[$name]+given}" ]; then
+    value=${ARG[$name]}
+    [ "$name" = PROJECT_NAME ] && value=$(hydra_quote "$value")
+    OVERRIDES+=("${KEY_OF[$name]}=$value")
+  fi
 done
 case "$SEARCH_MODE" in
   simulate_sft|simulate_prompt)
     OVERRIDES+=("search=$SEARCH_MODE" "search.urls=[$URLS]")
     ;;
   google) OVERRIDES+=("search=google") ;;
-  wiki) OVERRIDES+=("search=wiki" "search.url=${ARG[RETRIEVER_URL]:-http://${HOSTS[0]// /}:$PORT}") ;;
+  wiki) OVERRIDES+=("search=wiki" "search.url=$(hydra_quote "${ARG[RETRIEVER_URL]:-http://${HOSTS[0]// /}:$PORT}")") ;;
   *) echo "error: SEARCH_MODE must be simulate_sft, simulate_prompt, google or wiki; got '$SEARCH_MODE'" >&2; exit 2 ;;
 esac
 # SEARCH_ENGINE: the engine used for validation (docs/design.md §5: the real engine, or the simulator at noise 0).
 case "${ARG[SEARCH_ENGINE]:-}" in
   ""|simulate) ;;
   google) OVERRIDES+=("val_search={name: google}") ;;
-  wiki) OVERRIDES+=("val_search={name: wiki, url: '${ARG[RETRIEVER_URL]:-http://127.0.0.1:8000}'}") ;;
+  wiki) OVERRIDES+=("val_search={name: wiki, url: $(hydra_quote "${ARG[RETRIEVER_URL]:-http://127.0.0.1:8000}")}") ;;
   *) echo "error: SEARCH_ENGINE must be google, wiki or simulate; got '${ARG[SEARCH_ENGINE]}'" >&2; exit 2 ;;
 esac
 

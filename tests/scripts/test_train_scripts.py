@@ -272,3 +272,42 @@ def test_trainer_gpus_cannot_apply_to_a_cluster_being_joined():
         ["bash", str(ROOT / "train_grpo.sh"), *pairs], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 2 and "TRAINER_GPUS cannot apply when joining" in proc.stderr
+
+
+def test_help_prints_the_usage_and_succeeds():
+    proc = _run("--help")
+    assert (
+        proc.returncode == 0
+        and proc.stdout.startswith("usage: train_grpo.sh")
+        and "TOTAL_STEPS" in proc.stdout
+    )
+    assert _run("-h").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["TOTAL_STEPS", "abc"], "TOTAL_STEPS must be a whole number >= 1, got 'abc'"),
+        (["NUM_GPUS_PER_NODE", "0"], "NUM_GPUS_PER_NODE must be a whole number >= 1, got '0'"),
+        (["TOPK", "2.5"], "TOPK must be a whole number >= 1"),
+        (["PORT", "80x"], "PORT must be a whole number >= 1"),
+        (["START_THRESHOLD", "1.5"], "START_THRESHOLD must be a number from 0 to 1, got '1.5'"),
+        (["END_THRESHOLD", "-0.1"], "END_THRESHOLD must be a number from 0 to 1"),
+        (["TOPK", "--", "x=1"], "'TOPK' needs a value"),
+        (["MODEL_PATH", "/a'b\"c"], "MODEL_PATH holds both kinds of quote"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_pair(pairs, message):
+    proc = _run("MODEL_PATH", "/m", "DATA_PATH", "/d", *pairs)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_paths_with_hydra_syntax_pass_through_intact():
+    model, data = "/models/a,b=c [x]'s", "/data/x=1,2"
+    cfg = _job_config("MODEL_PATH", model, "DATA_PATH", data, "PROJECT_NAME", "p,q", "START_THRESHOLD", ".25")
+    assert cfg["actor_rollout_ref"]["model"]["path"] == model
+    assert cfg["data"]["train_files"] == f"{data}/train.parquet" and cfg["data"]["val_files"] == [
+        f"{data}/test.parquet"
+    ]
+    assert cfg["trainer"]["project_name"] == "p,q" and cfg["curriculum"]["start"] == 0.25
+    assert cfg["trainer"]["experiment_name"].startswith("a,b=c [x]'s_grpo_")
