@@ -109,3 +109,35 @@ def test_a_server_that_is_not_there_fails_with_its_url(local):
 def test_load_policy_refuses_an_unknown_rollout(sharp_model_dir):
     with pytest.raises(ValueError, match="--rollout must be one of auto, hf, vllm"):
         load_policy(str(sharp_model_dir), rollout="sglang")
+
+
+def test_a_malformed_endpoint_reply_fails_with_its_url_not_a_python_error(local, serve):
+    """Replies of a shape no OpenAI server sends: a model list that is not a list, choices that are strings."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from zerosearch.search.client import HttpOptions
+
+    async def models(_):
+        return JSONResponse({"data": 5})
+
+    async def completions(_):
+        return JSONResponse({"choices": ["text"]})
+
+    url = serve(
+        Starlette(
+            routes=[Route("/v1/models", models), Route("/v1/completions", completions, methods=["POST"])]
+        )
+    )
+    options = HttpOptions(max_retries=0, timeout_s=5)
+    with pytest.raises(
+        PolicyEndpointError, match=rf"--policy-url {url}: GET /v1/models failed: malformed reply"
+    ):
+        EndpointRollout(url, local.tokenizer, options=options)
+    engine = EndpointRollout(url, local.tokenizer, model="m", options=options)
+    with pytest.raises(
+        PolicyEndpointError, match=rf"malformed reply from {url}/v1/completions: a choice is str"
+    ):
+        engine.generate([[1, 2]], RolloutSamplingParams(max_tokens=4))
+    engine.close()

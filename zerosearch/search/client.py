@@ -301,9 +301,12 @@ async def read_json(response: aiohttp.ClientResponse, url: str, max_bytes: int =
 def first_choice(reply: Any, url: str) -> dict:
     """The first choice of an OpenAI-style completion reply, or an AttemptError naming the server."""
     try:
-        return reply["choices"][0]
+        choice = reply["choices"][0]
     except (KeyError, IndexError, TypeError):
         raise AttemptError(f"no choices in the reply of {url}: {str(reply)[:200]}", retryable=False) from None
+    if not isinstance(choice, dict):
+        raise AttemptError(f"malformed reply from {url}: a choice is {type(choice).__name__}", retryable=True)
+    return choice
 
 
 async def post_all(core: RequestCore, url: str, bodies: Sequence[dict]) -> list[Outcome[dict]]:
