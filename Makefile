@@ -9,7 +9,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install install-gpu env-check test test-fast test-vllm-cpu demo lint bench clean
+.PHONY: install install-gpu env-check test test-fast test-vllm-cpu demo lint bench bench-learning clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,8 +62,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The fast benchmarks (minutes); the learning checks train through the toy world (tens of minutes each).
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+bench-learning: $(STAMP)
+	$(PY) -m benchmarks --learning
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) artifacts outputs .pytest_cache

@@ -1,4 +1,11 @@
-"""Run every benchmark (or the ones named on the command line) and print a summary of pass/fail."""
+"""Run the benchmarks and print a summary of pass/fail.
+
+    python -m benchmarks                 the fast ones (minutes: `make bench`)
+    python -m benchmarks --learning      the learning checks (tens of minutes each: `make bench-learning`)
+    python -m benchmarks NAME [NAME...]  the named ones, whatever their kind
+
+A benchmark module sets `KIND = "learning"` when it trains through the toy world's pipeline; the rest are fast.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,26 @@ import time
 import benchmarks
 
 
-def main(argv: list[str]) -> int:
+def kind(name: str) -> str:
+    return getattr(importlib.import_module(f"benchmarks.{name}"), "KIND", "fast")
+
+
+def selection(argv: list[str]) -> list[str]:
+    """The benchmarks the command line asks for (see the module docstring); ValueError names unknown ones."""
     names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
-    wanted = argv or names
-    unknown = [n for n in wanted if n not in names]
+    if argv in ([], ["--learning"]):
+        return [n for n in names if kind(n) == ("learning" if argv else "fast")]
+    unknown = [n for n in argv if n not in names]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}", file=sys.stderr)
+        raise ValueError(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}")
+    return argv
+
+
+def main(argv: list[str]) -> int:
+    try:
+        wanted = selection(argv)
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
     failed = []
     for name in wanted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from toyworld.pipeline import Pipeline, PipelineConfig
 from toyworld.report import HELDOUT_SOURCE
 
+KIND = "learning"  # tens of minutes: `make bench-learning`, not `make bench`
 ALGORITHMS = ("grpo", "ppo", "reinforce_plus_plus")
 
 

@@ -24,6 +24,8 @@ from toyworld.report import (
     gain_over_control,
 )
 
+KIND = "learning"  # tens of minutes: `make bench-learning`, not `make bench`
+
 
 def main() -> bool:
     report = Pipeline(PipelineConfig(run_dir="outputs/bench_learning/grpo")).run()

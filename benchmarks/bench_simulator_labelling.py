@@ -17,6 +17,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+KIND = "learning"  # tens of minutes: `make bench-learning`, not `make bench`
 ASSETS = Path("artifacts/toyworld")
 OUT = Path("outputs/bench_simulator_labelling")
 SEEDS = (1, 2)
