@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,18 +60,13 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def init_distributed() -> tuple[int, int]:
     """Join (or create) the default process group and return (rank, world_size). Idempotent.
 
     Ranks come from the torchrun-style env vars RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT (Ray workers
-    and the tests set them too). Without them, a 1-rank group is created on a free local port: FSDP2 needs a
-    device mesh even for one process, and this keeps single-process code on the same path as N ranks.
+    and the tests set them too). Without them, a 1-rank group is created over an in-memory store (no port,
+    so nothing to race another process for): FSDP2 needs a device mesh even for one process, and this keeps
+    single-process code on the same path as N ranks.
     Backend: nccl when CUDA is available, gloo otherwise.
     """
     if dist.is_initialized():
@@ -89,7 +83,7 @@ def init_distributed() -> tuple[int, int]:
     else:
         if torch.cuda.is_available():
             torch.cuda.set_device(0)
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return dist.get_rank(), dist.get_world_size()
 
 
