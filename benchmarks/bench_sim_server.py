@@ -99,11 +99,17 @@ def main() -> bool:
             )
             asyncio.run(run_load(server.url, prompts, 4, 4))  # warm-up
             single = asyncio.run(run_load(server.url, prompts, 8, 1))
+            before = httpx.get(f"{server.url}/stats", timeout=10).json()
             batched = asyncio.run(run_load(server.url, prompts, 64, 32))
             stats = httpx.get(f"{server.url}/stats", timeout=10).json()
     ratio = batched / single
+    batches = stats["batches"] - before["batches"]
+    busy = stats["busy_s"] - before["busy_s"]
     print(f"concurrency  1: {single:6.2f} documents/s")
-    print(f"concurrency 32: {batched:6.2f} documents/s (largest batch {stats['max_batch_rows']} rows)")
+    print(
+        f"concurrency 32: {batched:6.2f} documents/s ({batches} batches, {64 / batches:.1f} rows each on average, "
+        f"largest {stats['max_batch_rows']}; the engine busy {busy / (64 / batched):.0%} of the wall time)"
+    )
     print(f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x)")
     return ratio >= TARGET_RATIO
 
