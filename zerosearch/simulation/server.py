@@ -257,12 +257,10 @@ def create_app(
     return app
 
 
-DISCONNECT_POLL_S = 0.1
-
-
 async def _cancel_on_disconnect(http: Request, rows: list[GenerationRequest], submitted: list) -> None:
-    while not await http.is_disconnected():
-        await asyncio.sleep(DISCONNECT_POLL_S)
+    # The body is read by now, so the next ASGI message is the disconnect: wait for it, no polling.
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
     log.info("client disconnected: cancelling %d row(s)", len(rows))
     _cancel(rows, submitted)
 
