@@ -22,6 +22,7 @@ ends the trajectory without being appended.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -107,6 +108,7 @@ class LLMGenerationManager:
         trajs = [
             Trajectory(list(p), response_logprobs=[] if params.logprobs else None) for p in prompt_token_ids
         ]
+        search_wait_s = 0.0
         for turn in range(self.config.max_turns + 1):
             final = turn == self.config.max_turns
             active = [i for i, t in enumerate(trajs) if not t.done]
@@ -126,8 +128,8 @@ class LLMGenerationManager:
                 )
                 for i, query in queries
             ]
-            self._execute_searches(trajs, [i for i, _ in queries], requests)
-        return AgentRolloutResult(trajs)
+            search_wait_s += self._execute_searches(trajs, [i for i, _ in queries], requests)
+        return AgentRolloutResult(trajs, search_wait_s=search_wait_s)
 
     def _check_inputs(self, prompts, contexts, params) -> None:
         if len(prompts) != len(contexts):
@@ -200,11 +202,16 @@ class LLMGenerationManager:
                     )
         return pending
 
-    def _execute_searches(self, trajs: list[Trajectory], owners: list[int], requests: list[SearchRequest]):
-        """One backend call for all of a turn's searches; each observation goes to its own trajectory."""
+    def _execute_searches(
+        self, trajs: list[Trajectory], owners: list[int], requests: list[SearchRequest]
+    ) -> float:
+        """One backend call for all of a turn's searches; each observation goes to its own trajectory.
+        Returns the wall time the call took: the time this loop waited for search (client side)."""
         if not requests:
-            return
+            return 0.0
+        start = time.perf_counter()
         results = self.search.search(requests)
+        waited = time.perf_counter() - start
         if len(results) != len(requests):
             raise RuntimeError(f"search backend returned {len(results)} results for {len(requests)} requests")
         for owner, request, result in zip(owners, requests, results, strict=True):
@@ -224,6 +231,7 @@ class LLMGenerationManager:
                 )
             )
             self._append_environment(traj, obs.token_ids)
+        return waited
 
     def _append_environment(self, traj: Trajectory, ids: list[int]) -> None:
         """Append observation or feedback ids (mask 0), or end the trajectory if they do not fit."""

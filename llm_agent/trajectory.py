@@ -96,9 +96,11 @@ class Trajectory:
 
 @dataclass
 class AgentRolloutResult:
-    """All trajectories of one `LLMGenerationManager.run` call, in input order."""
+    """All trajectories of one `LLMGenerationManager.run` call, in input order, and the wall time the loop
+    spent waiting for the search backend (client side: the sum over turns of each turn's search call)."""
 
     trajectories: list[Trajectory]
+    search_wait_s: float = 0.0
 
     def __len__(self) -> int:
         return len(self.trajectories)
@@ -165,7 +167,8 @@ class AgentRolloutResult:
         return DataProto.from_dict(tensors, non_tensors)
 
     def metrics(self) -> dict[str, float]:
-        """Batch means of the agent counters (the names the trainer logs) and search statistics."""
+        """Batch means of the agent counters (the names the trainer logs), search statistics, and the time
+        spent waiting for search (`timing_s/search`, part of the trainer's `timing_s/gen`)."""
         stats = [t.stats for t in self.trajectories]
         if not stats:
             return {}
@@ -183,6 +186,7 @@ class AgentRolloutResult:
             "search/calls_per_sample": len(calls) / len(stats),
             "search/failures": float(sum(c.failed for c in calls)),
             "search/retries": float(sum(c.retries for c in calls)),
+            "timing_s/search": float(self.search_wait_s),
         }
         if calls:
             drawn = [c.noisy for c in calls if c.noisy is not None]

@@ -110,12 +110,14 @@ class ZeroSearchAgentLoop:
         for row, backend in enumerate(self._backends(batch, validate)):
             rows_by_backend.setdefault(id(backend), (backend, []))[1].append(row)
         trajectories: list = [None] * len(prompts)
+        search_wait_s = 0.0
         for backend, rows in rows_by_backend.values():
             manager = LLMGenerationManager(engine, backend.bind(noise), self.tokenizer, self.generation)
             part = manager.run([prompts[r] for r in rows], [contexts[r] for r in rows], params)
+            search_wait_s += part.search_wait_s
             for row, trajectory in zip(rows, part.trajectories, strict=True):
                 trajectories[row] = trajectory
-        result = AgentRolloutResult(trajectories)
+        result = AgentRolloutResult(trajectories, search_wait_s=search_wait_s)
         metrics = result.metrics()
         metrics["search/noise_prob"] = noise
         return result.to_dataproto(self.tokenizer.pad_token_id), metrics

@@ -4,8 +4,9 @@ markdown page:
     python -m zerosearch.report RUN_DIR [--out DIR] [--smooth N]
 
 Panels: the train reward (and the reward of trajectories no noisy search touched), the response length, the
-searches per trajectory, the curriculum's noise probability, the KL to the reference, the policy's entropy, and
-validation EM (cover-EM and F1 in the page's table) per data source. It reads whatever the run has written so
+searches per trajectory, the curriculum's noise probability, the KL to the reference, the policy's entropy, the
+step time (rollout, the search wait within it, actor update), and validation EM (cover-EM and F1 in the page's
+table) per data source. The page adds where a step goes: mean seconds and share of the step per phase. It reads whatever the run has written so
 far, so it works while the run is going (a line still being written is skipped). Written to `RUN_DIR/report/`
 by default: one `<panel>.png` each and `report.md`.
 """
@@ -58,8 +59,32 @@ PANELS = (
         (("actor/kl_loss", "KL loss term"), ("actor/reward_kl_penalty", "KL in the reward")),
     ),
     Panel("entropy", "Policy entropy", "nats per token", (("actor/entropy", "entropy"),)),
+    Panel(
+        "step_time",
+        "Where a step goes",
+        "seconds",
+        (
+            ("timing_s/step", "step"),
+            ("timing_s/gen", "rollout (gen)"),
+            ("timing_s/search", "waiting for search (in gen)"),
+            ("timing_s/update_actor", "actor update"),
+        ),
+    ),
 )
 VALIDATION_METRICS = ("em", "cover_em", "f1")
+# The trainer's step phases in the order they run (verl/trainer/ray_trainer.py); `search` is the agent loop's
+# wait for the search backend, a part of `gen`.
+STEP_PHASES = (
+    "gen",
+    "search",
+    "reward",
+    "old_log_prob",
+    "ref",
+    "values",
+    "adv",
+    "update_critic",
+    "update_actor",
+)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -165,6 +190,26 @@ def summary_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def step_breakdown(records: list[dict]) -> list[str]:
+    """Markdown rows: each logged phase's mean seconds per step and its share of the step's time (summed over
+    the steps that logged both), then the step itself; [] when no step time was logged."""
+    steps = [r for r in records if isinstance(r.get("timing_s/step"), int | float)]
+    total = sum(r["timing_s/step"] for r in steps)
+    if not steps or total <= 0:
+        return []
+    rows = ["| phase | seconds per step (mean) | share of the step |", "|---|---|---|"]
+    for phase in STEP_PHASES:
+        key = f"timing_s/{phase}"
+        timed = [r for r in steps if isinstance(r.get(key), int | float)]
+        if timed:
+            seconds = sum(r[key] for r in timed)
+            share = seconds / sum(r["timing_s/step"] for r in timed)
+            label = "search (waiting, in gen)" if phase == "search" else phase
+            rows.append(f"| {label} | {seconds / len(timed):.3g} | {share:.1%} |")
+    rows.append(f"| step | {total / len(steps):.3g} | 100% |")
+    return rows
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, smooth: int = 10) -> Path:
     """Draw every panel with data into `out` (default RUN_DIR/report) and write report.md; returns it."""
     import matplotlib
@@ -197,6 +242,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, smooth: int
         plt.close(fig)
         page += [f"## {title}", "", f"![{title}]({name}.png)", ""]
     page += ["## First and last values", "", *summary_table(records), ""]
+    breakdown = step_breakdown(records)
+    if breakdown:
+        page += ["## Step time by phase", "", *breakdown, ""]
     path = out / "report.md"
     path.write_text("\n".join(page), encoding="utf-8")
     return path

@@ -7,6 +7,7 @@ reconstruct from. The end-to-end run with the real HF rollout is in test_generat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -345,3 +346,39 @@ def test_config_errors_name_the_key():
         GenerationConfig(max_obs_length=0)
     with pytest.raises(ValueError, match="max_turns"):
         GenerationConfig(max_turns=-1)
+
+
+class SleepingBackend(RecordingBackend):
+    """A backend that takes `seconds` per call, however many requests it holds."""
+
+    def __init__(self, seconds: float):
+        super().__init__(echo_documents)
+        self.seconds = seconds
+
+    def search(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        time.sleep(self.seconds)
+        return super().search(requests)
+
+
+def test_the_time_spent_waiting_for_search_is_recorded_per_call(tokenizer):
+    """Two turns search (both rows, then row 0 alone): two calls of 0.05 s each are waited for."""
+    scripts = [
+        ["<search> a </search>", "<search> b </search>", "<answer> x </answer>"],
+        ["<search> c </search>", "<answer> y </answer>"],
+    ]
+    prompts = [encode(tokenizer, f"Question: where is item {k}?") for k in range(2)]
+    backend = SleepingBackend(0.05)
+    manager = LLMGenerationManager(
+        ScriptedRollout(tokenizer, prompts, scripts), backend, tokenizer, GenerationConfig(max_turns=3)
+    )
+    contexts = [{"question": "q", "answer": "a"}] * 2
+    result = manager.run(prompts, contexts, PARAMS)
+    assert len(backend.calls) == 2
+    assert result.search_wait_s >= 0.1
+    assert result.metrics()["timing_s/search"] == result.search_wait_s
+
+
+def test_no_search_no_search_wait(tokenizer):
+    result, _, backend, _ = run(tokenizer, [["<answer> quick </answer>"]])
+    assert backend.calls == [] and result.search_wait_s == 0.0
+    assert result.metrics()["timing_s/search"] == 0.0

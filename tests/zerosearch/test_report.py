@@ -100,3 +100,21 @@ def test_the_command_line(tmp_path, capsys):
 
 def test_moving_average():
     assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_the_page_says_where_a_step_goes_with_the_search_wait_and_its_share(tmp_path):
+    lines = [
+        {"step": step, "timing_s/step": 10.0, "timing_s/gen": 6.0, "timing_s/search": 2.0 + step}
+        for step in (1, 2)
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    text = write_report(tmp_path).read_text()
+    assert "(step_time.png)" in text
+    breakdown = text.split("## Step time by phase")[1]
+    assert "| gen | 6 | 60.0% |" in breakdown
+    assert "| search (waiting, in gen) | 3.5 | 35.0% |" in breakdown  # (3 + 4) s of (10 + 10) s
+    assert "| step | 10 | 100% |" in breakdown
+
+
+def test_a_run_without_step_times_has_no_breakdown(tmp_path):
+    assert "Step time by phase" not in write_report(_run_dir(tmp_path)).read_text()

@@ -97,6 +97,20 @@ def _timer(name: str, timings: dict[str, float]):
     timings[f"timing_s/{name}"] = time.perf_counter() - start
 
 
+def timing_shares(metrics: dict[str, float]) -> dict[str, float]:
+    """`timing_share/<name>`: each `timing_s/<name>` of a step (its phases, and any time the agent loop
+    reports, such as the search wait inside `gen`) as a share of `timing_s/step`."""
+    step = metrics.get("timing_s/step", 0.0)
+    if step <= 0:
+        return {}
+    prefix = "timing_s/"
+    return {
+        f"timing_share/{key[len(prefix) :]}": value / step
+        for key, value in metrics.items()
+        if key.startswith(prefix) and key != "timing_s/step"
+    }
+
+
 def batch_from_items(batch: dict[str, list]) -> DataProto:
     """A DataProto of prompts (non-tensor columns) from the loader's collated items."""
     return DataProto.from_dict(
@@ -223,6 +237,7 @@ class RayPPOTrainer:
                     out = self.actor_rollout_wg.update_actor(batch)
                 metrics.update(out.meta_info["metrics"])
         metrics.update(timings)
+        metrics.update(timing_shares(metrics))
         metrics.update(self._data_metrics(batch))
         metrics["tokens/s"] = float(batch.batch["attention_mask"].sum()) / timings["timing_s/step"]
         self._maybe_log_samples(batch)

@@ -155,6 +155,10 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
     assert "val/f1/toy" in steps[-1] and "val/cover_em/all" in steps[-1]
     assert steps[-1]["val/f1/avg_over_sources"] == steps[-1]["val/f1/toy"]  # one source: its own mean
     assert [s["search/noise_prob"] for s in steps] == sorted(s["search/noise_prob"] for s in steps)
+    for s in steps:  # the agent's search wait, part of `gen`, as a share of the step
+        assert 0 <= s["timing_s/search"] < s["timing_s/gen"] < s["timing_s/step"]
+        assert (s["timing_s/search"] > 0) == (s["search/calls_per_sample"] > 0)
+        assert s["timing_share/search"] == pytest.approx(s["timing_s/search"] / s["timing_s/step"])
     assert (run_dir / "samples.jsonl").read_text().count("\n") >= 3
     final = run_dir / "validation" / "step_3" / "trajectories.jsonl"  # validation writes its generations
     assert len(final.read_text().splitlines()) == 4
