@@ -35,6 +35,8 @@ class LearningReport:
     rewards: list[float]
     useful_rewards: list[float] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Mean seconds per RL step of each trainer phase (`timing_s/<phase>`), the agent's search wait included.
+    step_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_gib: float = 0.0
     evaluation: str | None = None  # the evaluation harness's line: its held-out figure and results folder
     audit: str | None = None  # the simulator audit's line: answer rates and the query-sensitivity gap
@@ -106,6 +108,14 @@ class LearningReport:
         for stage, seconds in self.stage_seconds.items():
             lines.append(f"{'time: ' + stage:52}{seconds:8.1f} s")
         lines.append(f"{'time: total':52}{sum(self.stage_seconds.values()):8.1f} s")
+        if self.step_seconds.get("step"):
+            step = self.step_seconds["step"]
+            lines.append(f"{'time per RL step (mean)':52}{step:8.1f} s")
+            for phase in ("gen", "search", "update_actor"):
+                if phase in self.step_seconds:
+                    label = "  waiting for search (in gen)" if phase == "search" else f"  {phase}"
+                    seconds = self.step_seconds[phase]
+                    lines.append(f"{label:52}{seconds:8.1f} s{seconds / step:6.0%}")
         lines.append(f"{'peak memory (process tree)':52}{self.peak_memory_gib:8.2f} GiB")
         verdict = f"learning: train reward {'rose' if self.reward_rose else 'did NOT rise'}"
         change = self.reward_last - self.reward_first
@@ -172,6 +182,9 @@ def read_learning(metrics_path: str | Path) -> LearningReport:
     steps = [by_step[s] for s in sorted(by_step)]
     if not steps:
         raise ValueError(f"{path}: no training step logged {REWARD_KEY}")
+    timed = {k for r in steps for k in r if k.startswith("timing_s/")}  # not the validation or the saving
+    timed -= {"timing_s/testing", "timing_s/save_checkpoint"}
+    step_seconds = {k[len("timing_s/") :]: _mean([r[k] for r in steps if k in r]) for k in sorted(timed)}
     before = {k: v for k, v in validations[0].items() if k.startswith("val/")}
     after = {k: v for k, v in validations[-1].items() if k.startswith("val/")}
     return LearningReport(
@@ -179,4 +192,5 @@ def read_learning(metrics_path: str | Path) -> LearningReport:
         after,
         [float(r[REWARD_KEY]) for r in steps],
         [float(r[USEFUL_REWARD_KEY]) for r in steps if USEFUL_REWARD_KEY in r],
+        step_seconds=step_seconds,
     )

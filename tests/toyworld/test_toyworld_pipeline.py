@@ -418,3 +418,19 @@ def test_the_demo_audits_its_simulator_with_held_out_questions(built_world, tmp_
     assert (
         line.startswith("simulator audit (held-out questions): useful ") and "query-sensitivity gap" in line
     )
+
+
+def test_report_shows_the_mean_rl_step_and_the_share_spent_waiting_for_search(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    _write_metrics(path, [0.1] * 4, before_em=0.1, after_em=0.2)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record, search in zip(records[1:], [1.0, 2.0, 3.0, 2.0], strict=True):
+        record.update({"timing_s/step": 10.0, "timing_s/gen": 5.0, "timing_s/search": search})
+    records[-1]["timing_s/testing"] = 30.0  # the final validation is not part of a step
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = read_learning(path)
+    assert report.step_seconds == {"step": 10.0, "gen": 5.0, "search": 2.0}
+    table = report.table()
+    assert "time per RL step (mean)" in table
+    (search_line,) = [line for line in table.splitlines() if "waiting for search" in line]
+    assert search_line.split()[-3:] == ["2.0", "s", "20%"]
