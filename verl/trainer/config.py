@@ -132,6 +132,7 @@ class TrainerConfig:
     nnodes: int = 1
     n_gpus_per_node: int = 1
     device: str = "auto"
+    cpu_threads_per_rank: int = 1
     total_training_steps: int | None = 203
     total_epochs: int | None = None
     test_freq: int = 10
@@ -174,6 +175,10 @@ class TrainerConfig:
         unknown = [name for name in self.logger if name not in LOGGERS]
         require(
             not unknown, f"trainer.logger: unknown logger(s) {unknown}; known: {', '.join(sorted(LOGGERS))}"
+        )
+        require(
+            self.cpu_threads_per_rank >= 1,
+            f"trainer.cpu_threads_per_rank must be >= 1, got {self.cpu_threads_per_rank}",
         )
         require(
             self.device in ("auto", "cpu", "cuda"),

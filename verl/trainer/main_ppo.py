@@ -105,16 +105,17 @@ def run(raw: dict) -> dict[str, float]:
         env_vars={"TOKENIZERS_PARALLELISM": "false"},
         address=cfg.ray_init.address,
     )
+    threads = trainer.cpu_threads_per_rank if device == "cpu" else 1
     pool = RayResourcePool(
         trainer.world_size,
-        num_cpus_per_worker=1,
+        num_cpus_per_worker=threads,
         num_gpus_per_worker=1 if device == "cuda" else 0,
         name="actor_rollout_ref",
         nnodes=trainer.nnodes,
     )
     role = "actor_rollout_ref" if cfg.needs_reference else "actor_rollout"
     # trainer.device=cpu on a GPU host: hide the GPUs too, or the workers would pick CUDA and nccl anyway.
-    worker_env = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
+    worker_env = {"OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
     tracker = None
     wg, actor_rollout_wg, critic_wg = _worker_groups(cfg, pool, role, worker_env)
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -262,7 +263,9 @@ class DataParallelPPOActor:
     def update_policy(self, data: DataProto) -> dict[str, float]:
         """ppo_epochs passes over `data` in mini-batches of `mini_batch_size` samples (one optimizer step
         each), each cut into micro-batches of ppo_micro_batch_size_per_gpu. Returns metrics averaged over
-        the optimizer steps; loss metrics are exact full-mini-batch values (summed over ranks)."""
+        the optimizer steps; loss metrics are exact full-mini-batch values (summed over ranks); this rank's
+        seconds in forwards and backwards (`timing_s/actor/forward_backward`) and in gradient clipping and
+        optimizer steps (`timing_s/actor/optimizer`), summed over the call."""
         if self.optimizer is None:
             raise RuntimeError("update_policy: this actor has no optimizer (a frozen reference model)")
         keys = UPDATE_KEYS + (("ref_log_prob",) if self.config.use_kl_loss else ())
@@ -276,16 +279,21 @@ class DataParallelPPOActor:
         world_size = _world()[1]
         self.module.train()
         history: dict[str, list[float]] = {}
+        timings = {"timing_s/actor/forward_backward": 0.0, "timing_s/actor/optimizer": 0.0}
         for _ in range(self.config.ppo_epochs):
             for mini in data.split(self.mini_batch_size):
-                for key, value in self._update_mini_batch(mini, temperature, world_size).items():
+                for key, value in self._update_mini_batch(mini, temperature, world_size, timings).items():
                     history.setdefault(key, []).append(value)
         metrics = {key: sum(values) / len(values) for key, values in history.items()}
+        metrics.update(timings)
         metrics["actor/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
 
-    def _update_mini_batch(self, mini: DataProto, temperature: float, world_size: int) -> dict[str, float]:
+    def _update_mini_batch(
+        self, mini: DataProto, temperature: float, world_size: int, timings: dict[str, float]
+    ) -> dict[str, float]:
         config = self.config
+        start = time.perf_counter()
         token_count, seq_count = algorithms.token_and_seq_counts(mini.batch["response_mask"])
         counts = _all_reduce_sum(torch.tensor([token_count, seq_count], dtype=torch.float64))
         global_tokens, global_seqs = int(counts[0].item()), int(counts[1].item())
@@ -337,7 +345,10 @@ class DataParallelPPOActor:
             stats.entropy += entropy_loss.item()
             stats.pg_clipfrac += pg_clipfrac.item() * share
             stats.ppo_kl += ppo_kl.item() * share
+        optimizer_start = time.perf_counter()
+        timings["timing_s/actor/forward_backward"] += optimizer_start - start
         grad_norm, stepped = self._optimizer_step()
+        timings["timing_s/actor/optimizer"] += time.perf_counter() - optimizer_start
         pg_loss, kl_loss, entropy, pg_clipfrac, ppo_kl = _all_reduce_sum(stats.as_tensor()).tolist()
         metrics = {
             "actor/pg_loss": pg_loss,

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -225,12 +227,16 @@ class ActorRolloutRefWorker:
     def update_actor(self, data: DataProto) -> DataProto:
         """One training step of the actor (see DataParallelPPOActor.update_policy), then the lr schedule
         step and the weight sync to the rollout. meta_info["metrics"]: the step's metrics, averaged over ranks
-        (so every rank returns the same values)."""
+        (so every rank returns the same values), with the sync's seconds (`timing_s/actor/weight_sync`) and
+        the rank's peak resident memory so far (`perf/peak_rss_mib`, the process's high-water mark)."""
         self._require("actor")
         with optimizer_state_on_device(self.optimizer, self.config.actor.fsdp_config.optimizer_offload):
             metrics = self.actor.update_policy(data)
         self.lr_scheduler.step()
+        start = time.perf_counter()
         self._sync_rollout_weights()
+        metrics["timing_s/actor/weight_sync"] = time.perf_counter() - start
+        metrics["perf/peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return DataProto(meta_info={"metrics": _mean_over_ranks(metrics)})
 
     # ----- checkpoints ---------------------------------------------------------------------------------

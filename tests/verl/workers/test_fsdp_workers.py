@@ -128,7 +128,13 @@ def test_generate_sequences_samples_with_the_updated_weights(two_ranks, tiny_mod
 
 def test_resume_from_checkpoint_repeats_the_next_step_exactly(two_ranks):
     metrics_a, metrics_b = two_ranks["resume_metrics"]
-    assert metrics_a == metrics_b
+    measured = ("timing_s/", "perf/")  # seconds and memory: the same step, not the same clock
+    assert {k: v for k, v in metrics_a.items() if not k.startswith(measured)} == {
+        k: v for k, v in metrics_b.items() if not k.startswith(measured)
+    }
+    for key in ("timing_s/actor/forward_backward", "timing_s/actor/optimizer", "timing_s/actor/weight_sync"):
+        assert 0.0 < metrics_a[key] < 60.0, key
+    assert metrics_a["perf/peak_rss_mib"] > 100.0  # a process holding torch and a model
     weights_a, weights_b = two_ranks["resume_weights"]
     for name in weights_a:
         torch.testing.assert_close(weights_b[name], weights_a[name], atol=0, rtol=0, msg=name)
