@@ -1,4 +1,4 @@
-"""Throughput of the built-in simulation server: dynamic batching at concurrency 32 vs one client at a time.
+"""Throughput of the built-in simulation server: continuous batching at concurrency 32 vs one client at a time.
 
 A tiny simulator (toy-world size: hidden 128, 2 layers) is built in a temp folder and served for real on
 127.0.0.1. Every request is the prompt-mode simulation prompt (a few hundred tokens) sent as a chat
@@ -103,12 +103,13 @@ def main() -> bool:
             batched = asyncio.run(run_load(server.url, prompts, 64, 32))
             stats = httpx.get(f"{server.url}/stats", timeout=10).json()
     ratio = batched / single
-    batches = stats["batches"] - before["batches"]
+    steps = stats["steps"] - before["steps"]
+    rows_per_step = (stats["row_steps"] - before["row_steps"]) / steps
     busy = stats["busy_s"] - before["busy_s"]
     print(f"concurrency  1: {single:6.2f} documents/s")
     print(
-        f"concurrency 32: {batched:6.2f} documents/s ({batches} batches, {64 / batches:.1f} rows each on average, "
-        f"largest {stats['max_batch_rows']}; the engine busy {busy / (64 / batched):.0%} of the wall time)"
+        f"concurrency 32: {batched:6.2f} documents/s ({steps} decode steps of {rows_per_step:.1f} rows on "
+        f"average, largest {stats['max_batch_rows']}; the engine busy {busy / (64 / batched):.0%} of the wall time)"
     )
     print(f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x)")
     return ratio >= TARGET_RATIO

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from verl.utils.hub import resolve_model
 from verl.workers.rollout.hf_decode import (
@@ -105,15 +106,13 @@ class GenerationEngine:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Decode all `requests` together; results come back in the same order."""
-        for i, req in enumerate(requests):
-            if req.params.max_tokens < 1:
-                raise ValueError(f"request {i}: max_tokens must be >= 1")
-        rows = [
-            DecodeRequest(req.prompt_ids, _decode_params(req.params), req.params.seed, req.cancel.is_set)
-            for req in requests
-        ]
-        results = self.decoder.decode(rows)
+        results = self.decoder.decode([_decode_request(req) for req in requests])
         return [self._result(req, res) for req, res in zip(requests, results, strict=True)]
+
+    def serve(self, source: JobSource, max_rows: int) -> None:
+        """Continuous batching (`BatchDecoder.serve`): generate the requests `source` hands over, up to
+        `max_rows` at a time, each one finished the step its row ends, until `source` closes."""
+        self.decoder.serve(_DecodeSource(self, source), max_rows)
 
     def generate_in_batches(
         self, requests: Sequence[GenerationRequest], batch_size: int, desc: str | None = None
@@ -148,8 +147,51 @@ class GenerationEngine:
         return self.tokenizer.decode(ids, skip_special_tokens=params.skip_special_tokens)
 
 
-def _decode_params(params: SamplingParams) -> DecodeParams:
-    return DecodeParams(
+class JobSource(Protocol):
+    """`RequestSource` in this module's terms (the server's batcher implements it)."""
+
+    def take(self, room: int, idle: bool) -> list[GenerationRequest] | None: ...
+    def finish(self, request: GenerationRequest, result: GenerationResult) -> None: ...
+    def fail(self, request: GenerationRequest, error: Exception) -> None: ...
+    def step(self, rows: int) -> None: ...
+
+
+class _DecodeSource:
+    """Adapts a `JobSource` of `GenerationRequest`s to the decoder's `RequestSource`."""
+
+    def __init__(self, engine: GenerationEngine, jobs: JobSource):
+        self.engine, self.jobs = engine, jobs
+        self.pending: dict[int, GenerationRequest] = {}  # id(decode request) -> the job it came from
+
+    def take(self, room: int, idle: bool) -> list[DecodeRequest] | None:
+        taken = self.jobs.take(room, idle)
+        if taken is None:
+            return None
+        requests = []
+        for job in taken:
+            try:
+                request = _decode_request(job)
+            except ValueError as err:
+                self.jobs.fail(job, err)
+                continue
+            self.pending[id(request)] = job
+            requests.append(request)
+        return requests
+
+    def finish(self, request: DecodeRequest, result: DecodeResult) -> None:
+        job = self.pending.pop(id(request))
+        self.jobs.finish(job, self.engine._result(job, result))
+
+    def fail(self, request: DecodeRequest, error: Exception) -> None:
+        self.jobs.fail(self.pending.pop(id(request)), error)
+
+    def step(self, rows: int) -> None:
+        self.jobs.step(rows)
+
+
+def _decode_request(req: GenerationRequest) -> DecodeRequest:
+    params = req.params
+    decode_params = DecodeParams(
         max_tokens=params.max_tokens,
         temperature=params.temperature,
         top_p=params.top_p,
@@ -157,3 +199,4 @@ def _decode_params(params: SamplingParams) -> DecodeParams:
         ignore_eos=params.ignore_eos,
         skip_special_tokens=params.skip_special_tokens,
     )
+    return DecodeRequest(req.prompt_ids, decode_params, params.seed, req.cancel.is_set)

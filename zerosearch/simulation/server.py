@@ -1,4 +1,4 @@
-"""Built-in OpenAI-compatible server for the simulation LLM (transformers + dynamic batching).
+"""Built-in OpenAI-compatible server for the simulation LLM (transformers + continuous batching).
 
     python -m zerosearch.simulation.server --model PATH --port 8000 [--host 127.0.0.1] [--max-batch-size 32]
         [--max-wait-ms 5] [--max-prompt-tokens N] [--max-body-bytes 4000000] [--served-model-name NAME]
@@ -7,8 +7,9 @@
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /stats.
 It speaks the subset of the OpenAI API the search client uses, so SGLang, `vllm serve` and this server are
 interchangeable behind it (docs/serving.md). It is meant for CPUs and small GPUs: the toy world, tests and
-laptops. Concurrent requests are batched by one worker thread (`DynamicBatcher`) that runs
-`GenerationEngine.generate` on up to --max-batch-size rows at a time.
+laptops. Concurrent requests are decoded together by one worker thread (`ContinuousBatcher`), up to
+--max-batch-size rows at a time: a request joins the running batch at its next step and is answered the step
+its row ends.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zerosearch.simulation.batcher import DynamicBatcher
+from zerosearch.simulation.batcher import ContinuousBatcher
 from zerosearch.simulation.engine import GenerationEngine, GenerationRequest, GenerationResult, SamplingParams
 from zerosearch.simulation.protocol import (
     APIError,
@@ -62,8 +63,8 @@ def create_app(
 ) -> FastAPI:
     """Build the FastAPI app around a loaded engine. The batching worker runs while the app is up."""
     limits = limits or ServerLimits()
-    batcher: DynamicBatcher[GenerationRequest, GenerationResult] = DynamicBatcher(
-        engine.generate, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, describe=_describe
+    batcher: ContinuousBatcher[GenerationRequest, GenerationResult] = ContinuousBatcher(
+        engine, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, describe=_describe
     )
     created = int(time.time())
 
@@ -271,8 +272,8 @@ def _cancel(rows: list[GenerationRequest], submitted: list) -> None:
         row.cancel.set()  # running: it stops after its current token
 
 
-def _describe(jobs: list[GenerationRequest], results: list[GenerationResult]) -> tuple[int, int]:
-    return sum(len(j.prompt_ids) for j in jobs), sum(r.completion_tokens for r in results)
+def _describe(job: GenerationRequest, result: GenerationResult) -> tuple[int, int]:
+    return len(job.prompt_ids), result.completion_tokens
 
 
 def _positive(flag: str):
@@ -300,7 +301,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-wait-ms",
         type=float,
         default=5.0,
-        help="how long the worker waits for more requests before running a batch",
+        help="when nothing is decoding: how long the worker collects requests after the first before "
+        "prefilling them together (while a batch runs, waiting requests join it at its next step)",
     )
     p.add_argument(
         "--max-prompt-tokens",

@@ -1,11 +1,13 @@
 """The project's one batched decode loop on a transformers causal LM, with per-row sampling parameters.
 
-Both the transformers rollout backend (`HFRollout`) and the built-in simulation server generate through
-`BatchDecoder.decode`. One call runs a batch of independent requests together:
+Both the transformers rollout backend (`HFRollout`, through `BatchDecoder.decode`: one batch of
+independent requests) and the built-in simulation server (through `BatchDecoder.serve`: continuous
+batching, requests join the running batch at its next step and leave it the step they end) generate here:
 
 - prompts are left-padded into one tensor; the attention mask hides the padding and the position ids count
   only real tokens, so a row's logits do not depend on how long its neighbours are;
-- the KV cache is reused across steps, so each step feeds one token per row;
+- the KV cache is reused across steps, so each step feeds one token per row, and written in place
+  (kv_cache.py), so a step does not copy the cache;
 - every row has its own temperature, top-p, token budget, stop strings, stop token ids and random
   generator, so requests with different settings share a batch and a seeded row samples the same tokens
   whatever else is batched with it;
@@ -22,11 +24,15 @@ does not).
 from __future__ import annotations
 
 import inspect
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -120,6 +126,39 @@ class _Row:
     result: DecodeResult | None = None
 
 
+@dataclass
+class _Batch:
+    """Rows decoding together: their KV cache, attention mask (0 on left padding), each row's next position,
+    and the logits each row's next token is sampled from. The mask is as wide as the cache is long."""
+
+    rows: list[_Row]
+    cache: Any
+    mask: torch.Tensor
+    next_pos: torch.Tensor
+    logits: torch.Tensor
+
+
+def _pad_left(mask: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(mask, (width - mask.shape[-1], 0))
+
+
+class RequestSource(Protocol):
+    """Where `BatchDecoder.serve` gets its requests and hands back its results."""
+
+    def take(self, room: int, idle: bool) -> list[DecodeRequest] | None:
+        """Up to `room` waiting requests; `idle` (nothing is decoding): block until one comes. None: closed,
+        take no more (the rows in flight still finish)."""
+
+    def finish(self, request: DecodeRequest, result: DecodeResult) -> None:
+        """`request` has ended (any finish reason)."""
+
+    def fail(self, request: DecodeRequest, error: Exception) -> None:
+        """`request` could not be run."""
+
+    def step(self, rows: int) -> None:
+        """A decode step of `rows` rows is about to run (for statistics)."""
+
+
 class BatchDecoder:
     """Decodes batches of `DecodeRequest`s with `model` (a transformers causal LM) and its `tokenizer`.
 
@@ -148,6 +187,10 @@ class BatchDecoder:
         # transformers 5.x renamed the KV-cache argument (`past_key_values` warns, and goes in 5.40).
         params = inspect.signature(model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        from verl.workers.rollout.kv_cache import growing_cache
+
+        # Rows can join a running batch only when its cache can take them in (kv_cache.py).
+        self.can_join = growing_cache(model.config) is not None
 
     def _pad_id(self) -> int:
         if self.tokenizer.pad_token_id is not None:
@@ -184,29 +227,108 @@ class BatchDecoder:
         """Decode all `requests` together; results come back in the same order."""
         if not requests:
             return []
-        rows = []
-        for i, req in enumerate(requests):
-            if not req.prompt_ids:
-                raise ValueError(f"request {i}: empty prompt")
-            room = self.max_model_len - len(req.prompt_ids)
-            if room < 1:
-                raise ValueError(
-                    f"request {i}: prompt of {len(req.prompt_ids)} tokens leaves no room to generate within "
-                    f"the model's max_position_embeddings of {self.max_model_len}"
-                )
-            rows.append(_Row(req, self._generator(req.seed), min(req.params.max_tokens, room)))
+        rows = [self._row(req, f"request {i}") for i, req in enumerate(requests)]
         with torch.inference_mode():
-            self._decode(rows)
+            batch = self._prefill(rows)
+            while batch.rows:
+                self._step(batch)
         return [row.result for row in rows]  # type: ignore[misc]
+
+    def serve(self, source: RequestSource, max_rows: int) -> None:
+        """Continuous batching: decode the requests `source` hands over, up to `max_rows` at a time, until it
+        closes and every row has finished.
+
+        Whenever the running batch has room, the requests waiting at `source` are prefilled and join it
+        before its next step (their cache and mask left-padded to the batch's length: see kv_cache.py), and
+        each row is handed to `source.finish` the step it ends. A request this loop cannot run fails alone
+        (`source.fail`): one that is invalid, or whose prefill fails when retried by itself; a failing decode
+        step fails the rows in it. With a model whose cache cannot take in rows (not all layers are full
+        attention) requests are taken only while nothing runs, a batch at a time.
+        """
+        batch: _Batch | None = None
+        closing = False
+        with torch.inference_mode():
+            while True:
+                active = len(batch.rows) if batch is not None else 0
+                if not closing and active < max_rows and (active == 0 or self.can_join):
+                    taken = source.take(max_rows - active, active == 0)
+                    if taken is None:
+                        closing = True
+                    elif taken:
+                        batch = self._admit(taken, batch, source)
+                if batch is None:
+                    if closing:
+                        return
+                    continue
+                source.step(len(batch.rows))
+                try:
+                    finished = self._step(batch)
+                except Exception as err:  # the rows of a failed step fail; the loop goes on
+                    for row in batch.rows:
+                        source.fail(row.request, err)
+                    batch = None
+                    continue
+                for row in finished:
+                    source.finish(row.request, row.result)
+                if not batch.rows:
+                    batch = None
+
+    def _row(self, req: DecodeRequest, name: str) -> _Row:
+        if not req.prompt_ids:
+            raise ValueError(f"{name}: empty prompt")
+        room = self.max_model_len - len(req.prompt_ids)
+        if room < 1:
+            raise ValueError(
+                f"{name}: prompt of {len(req.prompt_ids)} tokens leaves no room to generate within "
+                f"the model's max_position_embeddings of {self.max_model_len}"
+            )
+        return _Row(req, self._generator(req.seed), min(req.params.max_tokens, room))
+
+    def _admit(
+        self, requests: Sequence[DecodeRequest], batch: _Batch | None, source: RequestSource
+    ) -> _Batch | None:
+        """Prefill `requests` and add them to `batch`; a request that fails is failed alone at `source`."""
+        rows = []
+        for req in requests:
+            try:
+                rows.append(self._row(req, "request"))
+            except ValueError as err:
+                source.fail(req, err)
+        try:
+            prefilled = [self._prefill(rows)] if rows else []
+        except Exception as err:
+            log.warning("prefill of %d request(s) failed (%s); prefilling them one at a time", len(rows), err)
+            prefilled = []
+            for row in rows:
+                try:
+                    prefilled.append(self._prefill([row]))
+                except Exception as alone:
+                    source.fail(row.request, alone)
+        for new in prefilled:
+            if batch is None:
+                batch = new
+            elif self.can_join:
+                batch = self._join(batch, new)
+            else:  # cannot share a cache: run it out now (only after a failed prefill, with such models)
+                while new.rows:
+                    for row in self._step(new):
+                        source.finish(row.request, row.result)
+        return batch
 
     def _generator(self, seed: int | None) -> torch.Generator:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else secrets.randbits(63))
         return gen
 
-    def _decode(self, rows: list[_Row]) -> None:
+    def _new_cache(self):
         from transformers import DynamicCache
 
+        from verl.workers.rollout.kv_cache import growing_cache
+
+        return growing_cache(self.model.config) or DynamicCache(config=self.model.config)
+
+    def _prefill(self, rows: list[_Row]) -> _Batch:
+        """Run the prompts of `rows` through the model, left-padded into one batch."""
         longest = max(len(r.request.prompt_ids) for r in rows)
         ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), longest), dtype=torch.long)
@@ -217,8 +339,7 @@ class BatchDecoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         # Positions count real tokens only, so a left-padded row sees the positions it would see alone.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        next_pos = mask.sum(-1, keepdim=True)
-        cache = DynamicCache(config=self.model.config)
+        cache = self._new_cache()
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -227,33 +348,63 @@ class BatchDecoder:
             logits_to_keep=1,
             **{self.cache_kwarg: cache},
         )
-        active = list(range(len(rows)))
-        while True:
-            active_rows = [rows[i] for i in active]
-            tokens, logprobs = self._sample(out.logits[:, -1, :].float(), active_rows)
-            still = []
-            for slot, (row, tok) in enumerate(zip(active_rows, tokens.tolist(), strict=True)):
-                if logprobs is not None and row.request.params.logprobs:
-                    row.logprobs.append(float(logprobs[slot]))
-                if not self._append(row, tok):
-                    still.append(slot)
+        return _Batch(list(rows), cache, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :].float())
+
+    def _join(self, batch: _Batch, new: _Batch) -> _Batch:
+        """One batch of `batch`'s rows then `new`'s, aligned on the right (kv_cache.stack_caches)."""
+        from verl.workers.rollout.kv_cache import stack_caches
+
+        cache = stack_caches(batch.cache, new.cache)
+        width = cache.get_seq_length()
+        mask = torch.cat([_pad_left(batch.mask, width), _pad_left(new.mask, width)])
+        return _Batch(
+            batch.rows + new.rows,
+            cache,
+            mask,
+            torch.cat([batch.next_pos, new.next_pos]),
+            torch.cat([batch.logits, new.logits]),
+        )
+
+    def _step(self, batch: _Batch) -> list[_Row]:
+        """Sample one token for every row of `batch` from its pending logits; rows that finish leave the batch
+        (and are returned), the others are run one position further."""
+        tokens, logprobs = self._sample(batch.logits, batch.rows)
+        still, finished = [], []
+        for slot, (row, tok) in enumerate(zip(batch.rows, tokens.tolist(), strict=True)):
+            if logprobs is not None and row.request.params.logprobs:
+                row.logprobs.append(float(logprobs[slot]))
+            if self._append(row, tok):
+                finished.append(row)
+            else:
+                still.append(slot)
+        if finished:
+            batch.rows = [batch.rows[s] for s in still]
             if not still:
-                return
-            if len(still) < len(active):
-                # Drop finished rows from every per-row tensor and from the cache.
-                keep = torch.tensor(still, device=self.device)
-                cache.batch_select_indices(keep)
-                mask, next_pos, tokens = mask[keep], next_pos[keep], tokens[keep]
-                active = [active[s] for s in still]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
-            out = self.model(
-                input_ids=tokens.unsqueeze(-1),
-                attention_mask=mask,
-                position_ids=next_pos,
-                use_cache=True,
-                **{self.cache_kwarg: cache},
-            )
-            next_pos = next_pos + 1
+                return finished
+            # Drop finished rows from every per-row tensor and from the cache.
+            keep = torch.tensor(still, device=self.device)
+            batch.cache.batch_select_indices(keep)
+            batch.mask, batch.next_pos, tokens = batch.mask[keep], batch.next_pos[keep], tokens[keep]
+            self._trim(batch)
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(still), 1))], dim=-1)
+        out = self.model(
+            input_ids=tokens.unsqueeze(-1),
+            attention_mask=batch.mask,
+            position_ids=batch.next_pos,
+            use_cache=True,
+            **{self.cache_kwarg: batch.cache},
+        )
+        batch.next_pos = batch.next_pos + 1
+        batch.logits = out.logits[:, -1, :].float()
+        return finished
+
+    def _trim(self, batch: _Batch) -> None:
+        """Forget the leading columns that are padding in every row (left when longer rows finished)."""
+        if self.can_join:
+            lead = int(batch.mask.argmax(dim=-1).min())  # each row's first real column
+            if lead:
+                batch.cache.trim_left(lead)
+                batch.mask = batch.mask[:, lead:]
 
     def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One token per row (argmax for greedy rows, temperature + top-p otherwise) and, when any row asks
