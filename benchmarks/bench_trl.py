@@ -164,7 +164,8 @@ def project_result(metrics: list[dict], driver_peak_mib: float) -> dict:
         "side": "project",
         "step_s": run_median(series("timing_s/step")),
         "generate_s": run_median(series("timing_s/gen")),
-        "old_log_prob_s": run_median(series("timing_s/old_log_prob")),
+        # An on-policy update runs no old-log-prob pass (PPOTrainerConfig.needs_old_log_prob): 0 s then.
+        "old_log_prob_s": run_median([float(m.get("timing_s/old_log_prob", 0.0)) for m in steps]),
         "forward_backward_s": run_median(series("timing_s/actor/forward_backward")),
         "optimizer_s": run_median(series("timing_s/actor/optimizer")),
         "update_actor_s": run_median(series("timing_s/update_actor")),

@@ -259,6 +259,16 @@ class PPOTrainerConfig:
         """The frozen reference runs when a KL to it is used (as a loss term or in the reward)."""
         return self.actor_rollout_ref.actor.use_kl_loss or self.algorithm.use_kl_in_reward
 
+    @property
+    def needs_old_log_prob(self) -> bool:
+        """Whether a step runs the actor's old-log-prob forward. Not when the actor's update is on-policy:
+        one epoch over one mini-batch that is the whole step's batch, so its single optimizer step comes
+        after every forward and each forward's detached log-probs are exactly the old ones (the PPO ratio
+        is 1, its gradient the policy gradient); unless the KL in the reward reads them."""
+        actor = self.actor_rollout_ref.actor
+        on_policy = actor.ppo_epochs == 1 and actor.ppo_mini_batch_size == self.data.train_batch_size
+        return not on_policy or self.algorithm.use_kl_in_reward
+
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> PPOTrainerConfig:
         """Build from the composed, resolved YAML (a plain dict). Raises ConfigError naming the key."""

@@ -214,8 +214,9 @@ class RayPPOTrainer:
             with self._stage("reward", timings):
                 scores, _ = self.reward(batch)
                 batch.batch["token_level_scores"] = scores
-            with self._stage("old_log_prob", timings):
-                batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
+            if cfg.needs_old_log_prob:  # else the actor takes its own forward's (an on-policy update)
+                with self._stage("old_log_prob", timings):
+                    batch = batch.union(self.actor_rollout_wg.compute_log_prob(batch))
             if cfg.needs_reference:
                 with self._stage("ref", timings):
                     batch = batch.union(self.actor_rollout_wg.compute_ref_log_prob(batch))

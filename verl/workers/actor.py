@@ -32,7 +32,8 @@ from verl.workers.config import ActorConfig
 logger = logging.getLogger(__name__)
 
 LOG_PROB_KEYS = ("input_ids", "attention_mask", "position_ids", "responses")
-UPDATE_KEYS = LOG_PROB_KEYS + ("response_mask", "old_log_probs", "advantages")
+# `old_log_probs` is optional: without it the update is on-policy (see update_policy).
+UPDATE_KEYS = LOG_PROB_KEYS + ("response_mask", "advantages")
 
 
 @dataclass
@@ -265,7 +266,12 @@ class DataParallelPPOActor:
         each), each cut into micro-batches of ppo_micro_batch_size_per_gpu. Returns metrics averaged over
         the optimizer steps; loss metrics are exact full-mini-batch values (summed over ranks); this rank's
         seconds in forwards and backwards (`timing_s/actor/forward_backward`) and in gradient clipping and
-        optimizer steps (`timing_s/actor/optimizer`), summed over the call."""
+        optimizer steps (`timing_s/actor/optimizer`), summed over the call.
+
+        Without an `old_log_probs` column the update is on-policy: one epoch over one mini-batch (anything
+        else is refused), so no weight has changed before any forward, and each micro-batch's own log-probs,
+        detached, are the old ones: the PPO ratio is 1 and its gradient the policy gradient, as with a
+        separate old-log-prob pass over the same weights, without that pass."""
         if self.optimizer is None:
             raise RuntimeError("update_policy: this actor has no optimizer (a frozen reference model)")
         keys = UPDATE_KEYS + (("ref_log_prob",) if self.config.use_kl_loss else ())
@@ -274,6 +280,14 @@ class DataParallelPPOActor:
             raise ValueError(
                 f"actor.ppo_mini_batch_size: this rank holds {len(data)} samples, not a multiple of its "
                 f"mini-batch of {self.mini_batch_size} samples"
+            )
+        if "old_log_probs" not in data.batch and (
+            self.config.ppo_epochs != 1 or len(data) > self.mini_batch_size
+        ):
+            raise ValueError(
+                "update_policy: the batch has no old_log_probs, which only an on-policy update (one epoch, "
+                f"one mini-batch) can do without; here ppo_epochs={self.config.ppo_epochs} over "
+                f"{len(data)} samples in mini-batches of {self.mini_batch_size}"
             )
         temperature = _temperature(data)
         world_size = _world()[1]
@@ -308,7 +322,8 @@ class DataParallelPPOActor:
             batch = micro.batch
             mask = batch["response_mask"]
             log_prob, entropy = self._forward(micro, temperature, calculate_entropy=True)
-            old_log_prob = batch["old_log_probs"].to(log_prob.device)
+            old = batch.get("old_log_probs")
+            old_log_prob = log_prob.detach() if old is None else old.to(log_prob.device)
             pg_loss, pg_clipfrac, ppo_kl = algorithms.compute_policy_loss(
                 old_log_prob,
                 log_prob,

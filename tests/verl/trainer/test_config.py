@@ -70,3 +70,17 @@ def test_the_step_count_reaches_every_schedule_and_the_record_keeps_the_domain(t
 )
 def test_planned_validations(settings, count):
     assert TrainerConfig(**settings).planned_validations() == count
+
+
+@pytest.mark.parametrize(
+    ("mini_batch", "epochs", "kl_in_reward", "needed"),
+    [(8, 1, False, False), (4, 1, False, True), (8, 2, False, True), (8, 1, True, True)],
+)
+def test_the_old_log_prob_pass_runs_unless_the_update_is_on_policy(
+    tmp_path, tiny_model_dir, mini_batch, epochs, kl_in_reward, needed
+):
+    raw = _raw(tmp_path, tiny_model_dir, val_only=True)
+    raw["data"]["train_batch_size"] = 8
+    raw["actor_rollout_ref"]["actor"] = {"ppo_mini_batch_size": mini_batch, "ppo_epochs": epochs}
+    raw["algorithm"] = {"use_kl_in_reward": kl_in_reward}
+    assert PPOTrainerConfig.from_dict(raw).needs_old_log_prob is needed

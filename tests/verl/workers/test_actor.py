@@ -273,3 +273,32 @@ def test_the_padding_free_packed_forward_equals_the_padded_one(scenarios, sharp_
     assert (lp_packed[~real] == 0).all()
     for name, grad in grads.items():
         torch.testing.assert_close(grads_packed[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_an_on_policy_update_without_old_log_probs_equals_one_with_them(scenarios, tiny_model_dir):
+    """One epoch over one mini-batch: the detached log-probs of the update's own forwards are the old ones,
+    so skipping the old-log-prob pass changes neither the gradient nor the step."""
+    states, metrics = [], []
+    for recompute in (True, False):
+        model = _model(tiny_model_dir)
+        actor = _actor(model, ppo_micro_batch_size_per_gpu=5, ppo_epochs=1)
+        data = scenarios.make_batch(model.config.vocab_size, seed=0)
+        if recompute:
+            data.batch["old_log_probs"], _ = actor.compute_log_prob(data)
+        metrics.append(actor.update_policy(data))
+        states.append({name: p.detach().clone() for name, p in model.named_parameters()})
+    for name, weight in states[0].items():
+        torch.testing.assert_close(states[1][name], weight, atol=1e-6, rtol=1e-5, msg=name)
+    for key in ("actor/pg_loss", "actor/grad_norm", "actor/ppo_kl", "actor/pg_clipfrac"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-6), key
+    assert metrics[1]["actor/grad_norm"] > 0 and metrics[1]["actor/ppo_kl"] == 0.0
+
+
+@pytest.mark.parametrize(("epochs", "mini_batch"), [(2, 12), (1, 6)])
+def test_an_update_that_is_not_on_policy_needs_old_log_probs(scenarios, tiny_model_dir, epochs, mini_batch):
+    model = _model(tiny_model_dir)
+    actor = _actor(model, ppo_epochs=epochs)
+    actor.mini_batch_size = mini_batch
+    data = scenarios.make_batch(model.config.vocab_size, seed=0)
+    with pytest.raises(ValueError, match="has no old_log_probs, which only an on-policy update"):
+        actor.update_policy(data)
