@@ -230,7 +230,8 @@ def table(project: list[dict], trl: list[dict]) -> str:
     )
     lines = [header]
     for i, (p, t) in enumerate(zip(project, trl, strict=True), 1):
-        lines += [f"run {i}", "  " + _row(p), "  " + _row(t)]
+        pair = p["step_s"] / t["step_s"]
+        lines += [f"run {i} (this pair's step ratio {pair:.2f})", "  " + _row(p), "  " + _row(t)]
     keys = ("step_s", *PHASES, "tokens_per_s", "tokens_per_step", "peak_rss_mib")
     medians = [
         {"side": side, **{k: median_over_runs(runs, k) for k in keys}}
