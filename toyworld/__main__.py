@@ -1,6 +1,7 @@
 """Command line: `python -m toyworld build --out DIR`, `... stats --out DIR` and
-`... fidelity --world DIR --simulator MODEL` (toyworld/fidelity.py) and
-`... reading --world DIR --model MODEL` (toyworld/reading.py).
+`... fidelity --world DIR --simulator MODEL` (toyworld/fidelity.py),
+`... reading --world DIR --model MODEL` (toyworld/reading.py) and
+`... rebuild-base [--check]` (the shipped base model, toyworld/base.py).
 
 Also installed as the `zerosearch-toyworld` console script.
 """
@@ -13,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+from toyworld.base import add_arguments as add_base_arguments
+from toyworld.base import run as rebuild_base
 from toyworld.build import BuildConfig, build
 from toyworld.world import WorldConfig
 
@@ -98,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--questions", type=int, default=200, help="single-hop questions to answer")
     r.add_argument("--seed", type=int, default=0, help="question order and query seed")
+    rb = sub.add_parser(
+        "rebuild-base",
+        help="rebuild the shipped base model (toyworld/base_model/) from nothing, bit for bit (toyworld/base.py)",
+    )
+    add_base_arguments(rb)
     s = sub.add_parser("stats", help="print the counts of a built toy world")
     s.add_argument("--out", required=True, type=Path, help="a folder written by `build`")
     return parser
@@ -189,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fidelity(args)
     if args.command == "reading":
         return _reading(args)
+    if args.command == "rebuild-base":
+        return rebuild_base(args.out, check=args.check, assets=args.assets)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         manifest = build(args.out, _config(args), overwrite=args.overwrite)

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from toyworld.base import BASE_THREADS, SHIPPED_BASE, ShippedBaseError, fit_problem, install, verify_files
 from toyworld.memory import PeakMemory
 from toyworld.questions import DATA_SOURCES
 from toyworld.report import (
@@ -66,6 +67,11 @@ TRAIN_FIXED_FILE = "eval_train_fixed.parquet"
 AUDIT_FILE = "audit_questions.parquet"
 AUDIT_QUESTIONS = 100
 AUDIT_SAMPLES = 2
+DEMOS_MARKER = "pipeline_demos.json"
+# The SFT stages' threads wait for each other at every parallel region; spinning there (OpenMP's default)
+# starves the other thread when another program shares the cores: 40 copy-stage steps took 198 s spinning
+# and 36 s sleeping beside other jobs, with bitwise the same weights (dev/LOG.md, 2026-12-07).
+SFT_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 ENV = {
     "RAY_AUTH_MODE": "disabled",
     "WANDB_MODE": "offline",
@@ -119,6 +125,10 @@ class PipelineConfig:
     engine: str = "simulator"
     steps: int = 40
     overrides: list[str] = field(default_factory=list)
+    # Train the base model here (the copy and pretraining stages) instead of installing the shipped one
+    # (toyworld/base.py); every stage that starts from it is redone too.
+    rebuild_base: bool = False
+    shipped_base: Path = SHIPPED_BASE
     num_demos: int = 4000
     eval_size: int = 300
     # The supervised stages' recipe: configs/toyworld/sft_stages.yaml.
@@ -129,6 +139,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         self.assets = Path(self.assets)
+        self.shipped_base = Path(self.shipped_base)
         self.run_dir = Path(self.run_dir or f"outputs/toyworld_demo/{self.algorithm}")
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
@@ -160,9 +171,9 @@ class Stages:
         print(f"[demo] {name}: done in {self.seconds[name]:.1f} s", flush=True)
 
 
-def _run(command: list[str]) -> None:
-    """Run a child process with the demo's environment; a failure names the command."""
-    result = subprocess.run(command, env={**os.environ, **ENV}, check=False)
+def _run(command: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a child process with the demo's environment (and `env`); a failure names the command."""
+    result = subprocess.run(command, env={**os.environ, **ENV, **(env or {})}, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"command failed (exit {result.returncode}): {' '.join(command)}")
 
@@ -251,6 +262,17 @@ def stage_settings(stage: SFTStage, assets: Path) -> dict:
         "init": json.loads(init_marker.read_text()) if init_marker.is_file() else None,
     }
     return json.loads(json.dumps(settings))
+
+
+def chained_settings(stage: SFTStage, assets: Path, stages: Sequence[SFTStage]) -> dict:
+    """The marker `stage` gets when the stages it starts from (those of `stages`) are trained here from what
+    is in `assets` now: stage_settings with the starting model's marker computed the same way instead of read
+    from its folder (an installed shipped base comes without the copy stage's folder)."""
+    settings = stage_settings(stage, assets)
+    earlier = [s for s in stages if s.name == stage.init]
+    if earlier:
+        settings["init"] = chained_settings(earlier[0], assets, stages)
+    return settings
 
 
 def _write_rows(rows: list[dict], path: Path) -> None:
@@ -417,7 +439,7 @@ class Pipeline:
             "batch": c.policy.batch_size,
             "reader": json.loads(base_marker.read_text()) if base_marker.is_file() else None,
         }
-        marker = a / "pipeline_demos.json"
+        marker = a / DEMOS_MARKER
 
         def make() -> None:
             build_demo_file(a, a / "demos.parquet", DemoConfig(num_demos=c.num_demos), a / c.policy.init)
@@ -434,7 +456,9 @@ class Pipeline:
             skip_reason="files exist" if reuse else None,
         )
 
-    def sft(self, stage: SFTStage, label: str) -> None:
+    def sft(self, stage: SFTStage, label: str, threads: int | None = None) -> None:
+        """Train `stage` unless its marker says it is up to date; `threads` pins the trainer's intra-op
+        threads (OMP_NUM_THREADS), else torch's default. The trainer's idle threads sleep (SFT_ENV)."""
         a = self.config.assets
         out = a / stage.name
         settings = stage_settings(stage, a)
@@ -465,7 +489,8 @@ class Pipeline:
                     f"trainer.output_dir={out}",
                     "trainer.logger=[jsonl]",
                     f"trainer.experiment_name={stage.name}",
-                ]
+                ],
+                env={**SFT_ENV, **({"OMP_NUM_THREADS": str(threads)} if threads else {})},
             )
             (out / STAGE_MARKER).write_text(json.dumps(settings))
             shutil.copy(scratch / "metrics.jsonl", out / "sft_metrics.jsonl")
@@ -473,6 +498,45 @@ class Pipeline:
 
         reuse = self._marker_ok(out, settings)
         self.stages.run(label, train, skip_reason=f"{out} exists" if reuse else None)
+
+    def base_model(self) -> None:
+        """The base model: the shipped one (toyworld/base.py) installed when it was trained from this very
+        build with this recipe, else, or with --rebuild-base, trained here by the copy and pretraining stages.
+        A shipped file that does not match its manifest stops the demo (ShippedBaseError)."""
+        c, a = self.config, self.config.assets
+        target = a / c.pretrain.name
+        if c.rebuild_base:
+            # Trained again even where the markers would reuse them, and so is every stage built on the base.
+            for name in (c.copy.name, c.pretrain.name):
+                shutil.rmtree(a / name, ignore_errors=True)
+            for marker in (
+                a / c.simulator.name / STAGE_MARKER,
+                a / c.policy.name / STAGE_MARKER,
+                a / DEMOS_MARKER,
+            ):
+                marker.unlink(missing_ok=True)
+            self._train_base()
+            return
+        if self._marker_ok(target, chained_settings(c.pretrain, a, [c.copy, c.pretrain])):
+            self.stages.run("base model", lambda: None, skip_reason=f"{target} exists")
+            return
+        shipped = c.shipped_base
+        if not (shipped / "manifest.json").is_file():
+            problem = f"{shipped} holds no shipped base model"
+        else:
+            problem = fit_problem(verify_files(shipped), a, c.copy, c.pretrain)
+        if problem is None:
+            self.stages.run(
+                f"install the shipped base model ({shipped.name}/)", lambda: install(shipped, target)
+            )
+            return
+        print(f"[demo] the shipped base model is not used: {problem}; training it here", flush=True)
+        self._train_base()
+
+    def _train_base(self) -> None:
+        c = self.config
+        self.sft(c.copy, "pretrain the base model to copy", threads=BASE_THREADS)
+        self.sft(c.pretrain, "pretrain the base model", threads=BASE_THREADS)
 
     def rl_command(self, sim_url: str | None) -> list[str]:
         """The RL trainer's command line: the recipe is configs/preset/toyworld.yaml; this adds where the
@@ -591,8 +655,7 @@ class Pipeline:
         with PeakMemory() as memory:
             self.build_world()
             self.prepare_data()
-            self.sft(c.copy, "pretrain the base model to copy")
-            self.sft(c.pretrain, "pretrain the base model")
+            self.base_model()
             if c.engine == "simulator":
                 self.sft(c.simulator, "fine-tune the simulator")
             self.write_demos()
@@ -622,6 +685,12 @@ def parse_args(argv: Sequence[str]) -> PipelineConfig:
     )
     parser.add_argument("--steps", type=int, default=PipelineConfig.steps, help="RL training steps")
     parser.add_argument(
+        "--rebuild-base",
+        action="store_true",
+        help="train the base model here (~13 min on 2 cores) instead of installing the shipped one "
+        "(toyworld/base_model/); the stages built on it are redone too",
+    )
+    parser.add_argument(
         "--engine",
         default=PipelineConfig.engine,
         help="what the RL stage searches: simulator (ZeroSearch, default) or real (the world's BM25: "
@@ -635,6 +704,7 @@ def parse_args(argv: Sequence[str]) -> PipelineConfig:
         engine=args.engine,
         steps=args.steps,
         overrides=overrides,
+        rebuild_base=args.rebuild_base,
     )
 
 
@@ -645,7 +715,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    report = Pipeline(config).run()
+    try:
+        report = Pipeline(config).run()
+    except ShippedBaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("\n" + report.table(), flush=True)
     print(f"[demo] finished in {time.perf_counter() - start:.1f} s; run folder {config.run_dir}", flush=True)
     return 0
