@@ -652,6 +652,7 @@ class Pipeline:
 
     def run(self) -> LearningReport:
         c = self.config
+        start = time.perf_counter()
         with PeakMemory() as memory:
             self.build_world()
             self.prepare_data()
@@ -667,6 +668,7 @@ class Pipeline:
         report.audit = self.audit_line()
         report.stage_seconds = self.stages.seconds
         report.peak_memory_gib = memory.peak_gib
+        report.wall_seconds = time.perf_counter() - start
         (c.run_dir / "summary.txt").write_text(report.table() + "\n", encoding="utf-8")
         return report
 

@@ -38,6 +38,7 @@ class LearningReport:
     # Mean seconds per RL step of each trainer phase (`timing_s/<phase>`), the agent's search wait included.
     step_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_gib: float = 0.0
+    wall_seconds: float | None = None  # the pipeline from its start to the summary, as a clock measures it
     evaluation: str | None = None  # the evaluation harness's line: its held-out figure and results folder
     audit: str | None = None  # the simulator audit's line: answer rates and the query-sensitivity gap
 
@@ -108,6 +109,8 @@ class LearningReport:
         for stage, seconds in self.stage_seconds.items():
             lines.append(f"{'time: ' + stage:52}{seconds:8.1f} s")
         lines.append(f"{'time: total':52}{sum(self.stage_seconds.values()):8.1f} s")
+        if self.wall_seconds is not None:
+            lines.append(f"{'time: wall clock (pipeline)':52}{self.wall_seconds:8.1f} s")
         if self.step_seconds.get("step"):
             step = self.step_seconds["step"]
             lines.append(f"{'time per RL step (mean)':52}{step:8.1f} s")

@@ -434,3 +434,19 @@ def test_report_shows_the_mean_rl_step_and_the_share_spent_waiting_for_search(tm
     assert "time per RL step (mean)" in table
     (search_line,) = [line for line in table.splitlines() if "waiting for search" in line]
     assert search_line.split()[-3:] == ["2.0", "s", "20%"]
+
+
+def test_report_gives_the_pipelines_wall_clock_beside_the_stage_times(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    _write_metrics(path, [0.1] * 20, before_em=0.1, after_em=0.1)
+    report = read_learning(path)
+    report.stage_seconds = {"build toy world": 10.0, "RL (grpo) with the simulated engine": 20.0}
+    assert "wall clock" not in report.table()
+    report.wall_seconds = 31.25
+    lines = report.table().splitlines()
+    total = lines.index(next(x for x in lines if x.startswith("time: total")))
+    assert lines[total].split()[-2:] == ["30.0", "s"]
+    assert lines[total + 1].startswith("time: wall clock (pipeline)") and lines[total + 1].split()[-2:] == [
+        "31.2",
+        "s",
+    ]
