@@ -4,7 +4,10 @@ A tiny simulator (toy-world size: hidden 128, 2 layers) is built in a temp folde
 127.0.0.1. Every request is the prompt-mode simulation prompt (a few hundred tokens) sent as a chat
 completion, asking for 96 new tokens (ignore_eos, so every request costs the same). Completed requests per
 second ("documents/s": one request is one set of simulated documents) are measured at concurrency 1 and
-at concurrency 32 against the same server in the same run. Target: concurrency 32 is at least 4x faster.
+at concurrency 32 against the same server in the same run, twice: with the server's default torch threads
+(all cores: how `python -m zerosearch.simulation.server` runs) and with one thread (how the demo runs its
+simulator beside the trainer). Target: with the default threads, concurrency 32 is at least 8x faster.
+The printed decode steps and rows per step show whether the batch stays full.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import time
 from pathlib import Path
 
 import httpx
+import torch
 
 from toyworld.tiny import build_tiny_model, train_tokenizer
 from zerosearch.templates import load_template, render
 from zerosearch.utils.serving import ServerProcess, find_free_port
 
 MAX_TOKENS = 96
-TARGET_RATIO = 4.0
+TARGET_RATIO = 8.0
 QUESTIONS = [
     ("Where was Alice Smith born?", "Paris", "Alice Smith birthplace"),
     ("Which company does Bob Jones work for?", "Acme Corporation", "Bob Jones employer"),
@@ -69,49 +73,52 @@ async def run_load(url: str, prompts: list[str], requests: int, concurrency: int
         return requests / (time.perf_counter() - start)
 
 
+def measure(model_dir: Path, prompts: list[str], threads: int | None) -> tuple[float, float]:
+    """(documents/s at concurrency 1, at concurrency 32) against one server with `threads` torch threads
+    (None: the server's default, torch's choice); prints the server's batching statistics."""
+    args = ["--model", str(model_dir), "--max-batch-size", "32", "--max-wait-ms", "5", "--device", "cpu"]
+    args += ["--num-threads", str(threads)] if threads else []
+    with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as server:
+        asyncio.run(run_load(server.url, prompts, 4, 4))  # warm-up
+        single = asyncio.run(run_load(server.url, prompts, 8, 1))
+        before = httpx.get(f"{server.url}/stats", timeout=10).json()
+        batched = asyncio.run(run_load(server.url, prompts, 64, 32))
+        stats = httpx.get(f"{server.url}/stats", timeout=10).json()
+    steps = stats["steps"] - before["steps"]
+    rows_per_step = (stats["row_steps"] - before["row_steps"]) / steps
+    busy = stats["busy_s"] - before["busy_s"]
+    label = (
+        f"{threads} thread{'s' if threads > 1 else ''}"
+        if threads
+        else f"default threads ({torch.get_num_threads()})"
+    )
+    print(f"{label}:")
+    print(f"  concurrency  1: {single:6.2f} documents/s")
+    print(
+        f"  concurrency 32: {batched:6.2f} documents/s ({steps} decode steps of {rows_per_step:.1f} rows on "
+        f"average, largest {stats['max_batch_rows']}; the engine busy {busy / (64 / batched):.0%} of the wall time)"
+    )
+    print(f"  ratio: {batched / single:.1f}x")
+    return single, batched
+
+
 def main() -> bool:
     prompts = simulation_prompts()
     with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp:
         model_dir = build_model(Path(tmp), prompts)
-        # One torch thread: the measurement should not depend on how busy the rest of the CPU is.
-        args = [
-            "--model",
-            str(model_dir),
-            "--max-batch-size",
-            "32",
-            "--max-wait-ms",
-            "5",
-            "--num-threads",
-            "1",
-            "--device",
-            "cpu",
-        ]
-        with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as server:
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(str(model_dir))
-            rendered = tok.apply_chat_template(
-                messages(prompts[0]), tokenize=False, add_generation_prompt=True
-            )
-            print(
-                f"prompt: {len(tok(rendered, add_special_tokens=False)['input_ids'])} tokens, "
-                f"max_tokens {MAX_TOKENS}"
-            )
-            asyncio.run(run_load(server.url, prompts, 4, 4))  # warm-up
-            single = asyncio.run(run_load(server.url, prompts, 8, 1))
-            before = httpx.get(f"{server.url}/stats", timeout=10).json()
-            batched = asyncio.run(run_load(server.url, prompts, 64, 32))
-            stats = httpx.get(f"{server.url}/stats", timeout=10).json()
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        rendered = tok.apply_chat_template(messages(prompts[0]), tokenize=False, add_generation_prompt=True)
+        print(
+            f"prompt: {len(tok(rendered, add_special_tokens=False)['input_ids'])} tokens, max_tokens {MAX_TOKENS}"
+        )
+        # The target is on the server as it runs by default (all cores); one thread, the setting the demo
+        # gives its simulator beside the trainer, is reported beside it.
+        single, batched = measure(model_dir, prompts, None)
+        measure(model_dir, prompts, 1)
     ratio = batched / single
-    steps = stats["steps"] - before["steps"]
-    rows_per_step = (stats["row_steps"] - before["row_steps"]) / steps
-    busy = stats["busy_s"] - before["busy_s"]
-    print(f"concurrency  1: {single:6.2f} documents/s")
-    print(
-        f"concurrency 32: {batched:6.2f} documents/s ({steps} decode steps of {rows_per_step:.1f} rows on "
-        f"average, largest {stats['max_batch_rows']}; the engine busy {busy / (64 / batched):.0%} of the wall time)"
-    )
-    print(f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x)")
+    print(f"ratio with the default threads: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x)")
     return ratio >= TARGET_RATIO
 
 
