@@ -25,7 +25,7 @@ given with it (as run) and without it (the project's step less its old-log-prob 
 Target: the project's step at most 1.0x TRL's (the stretch goal is 0.5x).
 Peak memory: TRL's one process; the project's driver plus its rank (Ray's own daemons not counted).
 
-    python -m benchmarks bench_trl        (about 4-5 minutes on 2 cores; KIND "peer": not in `make bench`)
+    python -m benchmarks bench_trl        (9-11 minutes on 2 shared cores; KIND "peer": not in `make bench`)
 """
 
 from __future__ import annotations
