@@ -222,3 +222,23 @@ def test_the_base_stages_pin_their_threads_and_every_sft_stage_sleeps_when_idle(
         {"OMP_WAIT_POLICY": "PASSIVE"},
     ]
     assert list(pipeline.stages.seconds)[:2] == ["pretrain the base model to copy", "pretrain the base model"]
+
+
+def test_rebuild_base_writes_the_folder_and_check_names_what_differs(shipped, tmp_path, monkeypatch, capsys):
+    """The command around the rebuild (the rebuild itself stands in: the small build's shipped model)."""
+    from toyworld import base
+
+    assets, folder = shipped
+    model = tmp_path / "rebuilt"
+    shutil.copytree(folder, model)
+    monkeypatch.setattr(base, "rebuild", lambda where: model)
+    out = tmp_path / "written"
+    assert base.run(out, assets=assets) == 0
+    assert verify_files(out)["files"] == read_manifest(folder)["files"]
+    assert "changed: config.json" in capsys.readouterr().out  # nothing was there before
+    assert base.run(out, check=True, assets=assets) == 0
+    assert "bit for bit identical" in capsys.readouterr().out
+    (model / "model.safetensors").write_bytes(b"other weights")
+    assert base.run(out, check=True, assets=assets) == 1
+    assert "differs from" in capsys.readouterr().err and verify_files(out)  # --check wrote nothing
+    assert (assets / "manifest.json").is_file()  # a given --assets folder is kept
