@@ -13,6 +13,12 @@ every trajectory through think / search / answer turns:
 3. After `max_turns` search rounds comes one final generation in which a search is not executed: a search
    there ends the trajectory unanswered.
 
+With `overlap_search` the turns are no longer taken in lockstep: the engine serves the trajectories
+(`RolloutEngine.serve`), a trajectory's search starts the moment its own generation ends, and it goes on to
+its next generation the moment that search returns, while the others are still generating or searching. The
+decisions above are the same; each trajectory's sampling and search seeds depend only on (seed, turn,
+trajectory), so which trajectories happen to generate together changes nothing but floating-point rounding.
+
 Token-faithful: the ids a trajectory holds are the sampled ids, EOS and stop tokens included; only
 environment text (observations, feedback) is tokenized, once. Environment tokens get response_mask 0.
 `max_response_length` caps the whole response (policy and environment tokens): a generation that would
@@ -22,8 +28,11 @@ ends the trajectory without being appended.
 
 from __future__ import annotations
 
+import queue
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,7 +41,7 @@ from llm_agent.parsing import DEFAULT_MAX_QUERY_CHARS, invalid_action_feedback, 
 from llm_agent.search import SearchBackend, SearchRequest
 from llm_agent.trajectory import AgentRolloutResult, SearchCall, Trajectory
 from verl.utils.seed import derive_seed
-from verl.workers.rollout.base import RolloutSamplingParams
+from verl.workers.rollout.base import RolloutOutput, RolloutRequest, RolloutSamplingParams
 
 
 @dataclass
@@ -47,6 +56,8 @@ class GenerationConfig:
     topk: documents requested per search.
     max_query_chars: longer queries are invalid actions (a runaway generation, not a query).
     stop: strings that end a turn's generation (they stay in the response).
+    overlap_search: trajectories search and generate independently of each other (module doc) instead of
+    every turn waiting for the whole batch's generation and then for all of its searches.
     """
 
     max_turns: int = 5
@@ -57,6 +68,7 @@ class GenerationConfig:
     topk: int = 5
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     stop: tuple[str, ...] = ("</search>", "</answer>")
+    overlap_search: bool = False
 
     def __post_init__(self):
         self.stop = tuple(self.stop)
@@ -108,28 +120,34 @@ class LLMGenerationManager:
         trajs = [
             Trajectory(list(p), response_logprobs=[] if params.logprobs else None) for p in prompt_token_ids
         ]
+        run = self._run_overlapped if self.config.overlap_search else self._run_turns
+        return AgentRolloutResult(trajs, search_wait_s=run(trajs, contexts, params))
+
+    def _run_turns(self, trajs: list[Trajectory], contexts, params: RolloutSamplingParams) -> float:
+        """Turn by turn: one generate call for every active trajectory, then one search call for all of the
+        turn's searches. Returns the time spent waiting for search."""
         search_wait_s = 0.0
         for turn in range(self.config.max_turns + 1):
-            final = turn == self.config.max_turns
-            active = [i for i, t in enumerate(trajs) if not t.done]
-            for i in active:
-                if len(trajs[i].response_ids) >= self.config.max_response_length:
-                    self._stop_truncated(trajs[i])
-            active = [i for i in active if not trajs[i].done]
+            active = [i for i, t in enumerate(trajs) if self._goes_on(t)]
             if not active:
                 break
-            queries = self._generate_turn(trajs, active, params, turn, final)
-            requests = [
-                SearchRequest(
-                    query=query,
-                    context=contexts[i],
-                    topk=self.config.topk,
-                    seed=None if params.seed is None else derive_seed(params.seed, turn, i),
-                )
-                for i, query in queries
-            ]
-            search_wait_s += self._execute_searches(trajs, [i for i, _ in queries], requests)
-        return AgentRolloutResult(trajs, search_wait_s=search_wait_s)
+            requests = [self._generation(trajs[i], i, params) for i in active]
+            outputs = self.rollout.generate([r.prompt_ids for r in requests], [r.params for r in requests])
+            searches = []
+            for i, group in zip(active, outputs, strict=True):
+                query = self._accept_generation(trajs[i], group[0])
+                if query is not None:
+                    searches.append((i, self._search(query, i, turn, contexts[i], params)))
+            search_wait_s += self._execute_searches(trajs, searches)
+        return search_wait_s
+
+    def _run_overlapped(self, trajs: list[Trajectory], contexts, params: RolloutSamplingParams) -> float:
+        """Each trajectory at its own pace (module doc); searches run on a thread each. Returns the time the
+        engine sat idle waiting for search."""
+        with ThreadPoolExecutor(max_workers=len(trajs) or 1, thread_name_prefix="agent-search") as pool:
+            schedule = _OverlappedTurns(self, trajs, contexts, params, pool)
+            self.rollout.serve(schedule)
+        return schedule.search_wait_s
 
     def _check_inputs(self, prompts, contexts, params) -> None:
         if len(prompts) != len(contexts):
@@ -150,88 +168,103 @@ class LLMGenerationManager:
             if not isinstance(context, Mapping):
                 raise TypeError(f"run: contexts[{i}] must be a mapping, got {type(context).__name__}")
 
-    def _turn_params(self, params: RolloutSamplingParams, active: list[Trajectory], turn: int):
-        """This turn's sampling: the caller's temperature/top_p/logprobs, the turn budget, the agent's stop
-        strings, and a per-turn seed (the same seed every turn would replay the same random draws)."""
-        room = max(self.config.max_response_length - len(t.response_ids) for t in active)
-        return replace(
-            params,
-            max_tokens=min(self.config.max_tokens_per_turn, room),
-            stop=tuple(dict.fromkeys(self.config.stop + tuple(params.stop))),
-            seed=None if params.seed is None else params.seed * 1_000_003 + turn,
+    def _goes_on(self, traj: Trajectory) -> bool:
+        """Whether `traj` generates again (one whose response used up the budget is stopped here)."""
+        if not traj.done and len(traj.response_ids) >= self.config.max_response_length:
+            self._stop_truncated(traj)
+        return not traj.done
+
+    def _generation(self, traj: Trajectory, index: int, params: RolloutSamplingParams) -> RolloutRequest:
+        """Trajectory `index`'s next generation: the caller's temperature/top_p/logprobs, at most a turn's
+        tokens and no more than its response budget, the agent's stop strings, and a seed of its own for each
+        turn (the same seed every turn would replay the same random draws)."""
+        room = self.config.max_response_length - len(traj.response_ids)
+        turn = traj.stats.turns
+        return RolloutRequest(
+            traj.prompt_ids + traj.response_ids,
+            replace(
+                params,
+                max_tokens=min(self.config.max_tokens_per_turn, room),
+                stop=tuple(dict.fromkeys(self.config.stop + tuple(params.stop))),
+                seed=None if params.seed is None else derive_seed(params.seed, turn, index, 1),
+            ),
         )
 
-    def _generate_turn(self, trajs, active, params, turn: int, final: bool) -> list[tuple[int, str]]:
-        """Run one generation for the `active` trajectories; return the (trajectory, query) searches to run."""
-        inputs = [trajs[i].prompt_ids + trajs[i].response_ids for i in active]
-        outputs = self.rollout.generate(inputs, self._turn_params(params, [trajs[i] for i in active], turn))
-        pending = []
-        for i, group in zip(active, outputs, strict=True):
-            traj, out = trajs[i], group[0]
-            traj.stats.turns += 1
-            room = self.config.max_response_length - len(traj.response_ids)
-            ids = out.token_ids[:room]
-            traj.append(ids, policy=True, logprobs=None if out.logprobs is None else out.logprobs[:room])
-            if len(out.token_ids) > room:
-                self._stop_truncated(traj)
-                continue
-            # Only this turn's sampled text is parsed: observations and feedback never carry actions.
-            action = parse_action(
-                self.tokenizer.decode(ids, skip_special_tokens=False),
-                self.config.max_query_chars,
-                self.special_tokens,
-            )
-            if action.is_answer:
-                traj.stats.valid_actions += 1
-                traj.stats.answered = True
-                traj.stats.answer = action.content
-                traj.done = True
-            elif action.is_search:
-                traj.stats.valid_actions += 1
-                if final:
-                    traj.done = True  # the final turn runs no search
-                else:
-                    pending.append((i, action.content))
-            else:
-                traj.stats.invalid_actions += 1
-                if final or out.finish_reason == "eos":
-                    traj.done = True
-                else:
-                    self._append_environment(
-                        traj, self.observations.encode(invalid_action_feedback(action.reason))
-                    )
-        return pending
+    def _search(self, query: str, index: int, turn: int, context, params: RolloutSamplingParams):
+        return SearchRequest(
+            query=query,
+            context=context,
+            topk=self.config.topk,
+            seed=None if params.seed is None else derive_seed(params.seed, turn, index),
+        )
 
-    def _execute_searches(
-        self, trajs: list[Trajectory], owners: list[int], requests: list[SearchRequest]
-    ) -> float:
-        """One backend call for all of a turn's searches; each observation goes to its own trajectory.
-        Returns the wall time the call took: the time this loop waited for search (client side)."""
-        if not requests:
+    def _accept_generation(self, traj: Trajectory, out: RolloutOutput) -> str | None:
+        """Append one generation to `traj` and act on it; returns the query to search, or None."""
+        final = traj.stats.turns == self.config.max_turns
+        traj.stats.turns += 1
+        room = self.config.max_response_length - len(traj.response_ids)
+        ids = out.token_ids[:room]
+        traj.append(ids, policy=True, logprobs=None if out.logprobs is None else out.logprobs[:room])
+        if len(out.token_ids) > room or (out.finish_reason == "length" and len(ids) >= room):
+            self._stop_truncated(traj)
+            return None
+        # Only this turn's sampled text is parsed: observations and feedback never carry actions.
+        action = parse_action(
+            self.tokenizer.decode(ids, skip_special_tokens=False),
+            self.config.max_query_chars,
+            self.special_tokens,
+        )
+        if action.is_answer:
+            traj.stats.valid_actions += 1
+            traj.stats.answered = True
+            traj.stats.answer = action.content
+            traj.done = True
+        elif action.is_search:
+            traj.stats.valid_actions += 1
+            if not final:
+                return action.content
+            traj.done = True  # the final turn runs no search
+        else:
+            traj.stats.invalid_actions += 1
+            if final or out.finish_reason == "eos":
+                traj.done = True
+            else:
+                self._append_environment(
+                    traj, self.observations.encode(invalid_action_feedback(action.reason))
+                )
+        return None
+
+    def _execute_searches(self, trajs: list[Trajectory], searches: list[tuple[int, SearchRequest]]) -> float:
+        """One backend call for all of a turn's (trajectory, request) searches; each observation goes to its
+        own trajectory. Returns the wall time the call took: the time this loop waited for search."""
+        if not searches:
             return 0.0
         start = time.perf_counter()
-        results = self.search.search(requests)
+        results = self.search.search([request for _, request in searches])
         waited = time.perf_counter() - start
-        if len(results) != len(requests):
-            raise RuntimeError(f"search backend returned {len(results)} results for {len(requests)} requests")
-        for owner, request, result in zip(owners, requests, results, strict=True):
-            traj = trajs[owner]
-            obs = self.observations.build(result.documents[: self.config.topk])
-            traj.stats.searches += 1
-            traj.stats.search_calls.append(
-                SearchCall(
-                    query=request.query,
-                    noisy=result.noisy,
-                    latency_s=result.latency_s,
-                    retries=result.retries,
-                    error=result.error,
-                    obs_tokens=len(obs.token_ids),
-                    obs_truncated=obs.truncated,
-                    documents=tuple(result.documents[: self.config.topk]),
-                )
-            )
-            self._append_environment(traj, obs.token_ids)
+        if len(results) != len(searches):
+            raise RuntimeError(f"search backend returned {len(results)} results for {len(searches)} requests")
+        for (owner, request), result in zip(searches, results, strict=True):
+            self._accept_search(trajs[owner], request, result)
         return waited
+
+    def _accept_search(self, traj: Trajectory, request: SearchRequest, result) -> None:
+        """Record one search and append its observation."""
+        obs = self.observations.build(result.documents[: self.config.topk])
+        traj.stats.searches += 1
+        traj.stats.search_calls.append(
+            SearchCall(
+                query=request.query,
+                noisy=result.noisy,
+                latency_s=result.latency_s,
+                retries=result.retries,
+                error=result.error,
+                obs_tokens=len(obs.token_ids),
+                obs_truncated=obs.truncated,
+                documents=tuple(result.documents[: self.config.topk]),
+            )
+        )
+        self._append_environment(traj, obs.token_ids)
 
     def _append_environment(self, traj: Trajectory, ids: list[int]) -> None:
         """Append observation or feedback ids (mask 0), or end the trajectory if they do not fit."""
@@ -244,3 +277,73 @@ class LLMGenerationManager:
     def _stop_truncated(traj: Trajectory) -> None:
         traj.stats.truncated = True
         traj.done = True
+
+
+class _OverlappedTurns:
+    """The RolloutSource of an overlapped run: it hands the engine each trajectory's next generation when
+    the trajectory is ready, starts a trajectory's search (on the pool) when its generation comes back, and
+    makes it ready again when the search returns. Trajectories are only ever changed on the engine's thread
+    (in `take` and `finish`); search threads just hand their results over."""
+
+    def __init__(self, manager: LLMGenerationManager, trajs, contexts, params, pool: ThreadPoolExecutor):
+        self.manager, self.trajs, self.contexts, self.params, self.pool = (
+            manager,
+            trajs,
+            contexts,
+            params,
+            pool,
+        )
+        self.ready: deque[int] = deque()
+        self.searched: queue.SimpleQueue[tuple[int, SearchRequest, Future]] = queue.SimpleQueue()
+        self.generating: dict[int, int] = {}  # id(request) -> trajectory
+        self.unfinished = len(trajs)
+        self.search_wait_s = 0.0
+        for i in range(len(trajs)):
+            self._continue(i)
+
+    def take(self, limit: int, wait: bool) -> list[RolloutRequest] | None:
+        self._collect(block=False)
+        if wait and not self.ready and self.unfinished:
+            start = time.perf_counter()
+            self._collect(block=True)
+            self.search_wait_s += time.perf_counter() - start
+        if not self.unfinished:
+            return None
+        taken = []
+        while self.ready and len(taken) < limit:
+            i = self.ready.popleft()
+            request = self.manager._generation(self.trajs[i], i, self.params)
+            self.generating[id(request)] = i
+            taken.append(request)
+        return taken
+
+    def finish(self, request: RolloutRequest, output: RolloutOutput) -> None:
+        i = self.generating.pop(id(request))
+        query = self.manager._accept_generation(self.trajs[i], output)
+        if query is None:
+            self._continue(i)
+            return
+        turn = self.trajs[i].stats.turns - 1
+        search = self.manager._search(query, i, turn, self.contexts[i], self.params)
+        future = self.pool.submit(self.manager.search.search, [search])
+        future.add_done_callback(lambda done, i=i, search=search: self.searched.put((i, search, done)))
+
+    def _collect(self, block: bool) -> None:
+        """Apply the searches that came back; with `block`, wait until one trajectory can generate again
+        (or none is left)."""
+        while True:
+            try:
+                i, search, done = self.searched.get(block=block and not self.ready and self.unfinished > 0)
+            except queue.Empty:
+                return
+            results = done.result()  # a backend's error is raised here, on the engine's thread
+            if len(results) != 1:
+                raise RuntimeError(f"search backend returned {len(results)} results for 1 request")
+            self.manager._accept_search(self.trajs[i], search, results[0])
+            self._continue(i)
+
+    def _continue(self, i: int) -> None:
+        if self.manager._goes_on(self.trajs[i]):
+            self.ready.append(i)
+        else:
+            self.unfinished -= 1

@@ -45,7 +45,8 @@ class ZeroSearchAgentLoop:
     val_search_by_source: validation backends for single data_sources, overriding val_search for their rows
     (options, or None for the training backend at noise 0: how the policy scores on fixed questions under
     the engine it trains with, beside its real-engine scores); curriculum: NoiseSchedule fields except
-    total_steps (the trainer's step count)."""
+    total_steps (the trainer's step count); overlap_search: trajectories search and generate each at
+    their own pace (llm_agent.generation) instead of in lockstep turns."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class ZeroSearchAgentLoop:
         max_obs_length: int = 2048,
         max_tokens_per_turn: int = 500,
         topk: int = 5,
+        overlap_search: bool = False,
     ):
         self.tokenizer = tokenizer
         self.generation = GenerationConfig(
@@ -70,6 +72,7 @@ class ZeroSearchAgentLoop:
             max_obs_length=max_obs_length,
             max_tokens_per_turn=max_tokens_per_turn,
             topk=topk,
+            overlap_search=overlap_search,
         )
         self.schedule = _schedule(curriculum, total_training_steps)
         self.search = build_search_backend(**search)

@@ -19,8 +19,15 @@ from typing import Any
 
 import aiohttp
 
-from verl.utils.seed import derive_seed
-from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSamplingParams
+from verl.workers.rollout.base import (
+    Params,
+    RolloutEngine,
+    RolloutOutput,
+    RolloutSamplingParams,
+    group_samples,
+    per_prompt,
+    sample_seed,
+)
 from zerosearch.search.client import HttpOptions, LoopThread, RequestCore, post_all, read_json
 
 ROLLOUTS = ("auto", "hf", "vllm")
@@ -74,22 +81,21 @@ class EndpointRollout(RolloutEngine):
             )
         return str(names[0])
 
-    def generate(
-        self, prompts: Sequence[Sequence[int]], params: RolloutSamplingParams
-    ) -> list[list[RolloutOutput]]:
-        if params.logprobs:
+    def generate(self, prompts: Sequence[Sequence[int]], params: Params) -> list[list[RolloutOutput]]:
+        each, shared = per_prompt(prompts, params)
+        if any(p.logprobs for p in each):
             raise ValueError(
                 "EndpointRollout: an endpoint returns no sampling log-probs; it cannot be trained"
             )
         texts = [self.tokenizer.decode(list(p), skip_special_tokens=False) for p in prompts]
-        bodies = [
-            self._body(text, params, None if params.seed is None else derive_seed(params.seed, i, j))
-            for i, text in enumerate(texts)
-            for j in range(params.n)
-        ]
+        bodies, owners = [], []
+        for i, (text, p) in enumerate(zip(texts, each, strict=True)):
+            for j in range(p.n):
+                bodies.append(self._body(text, p, sample_seed(p, i, j, shared)))
+                owners.append(p)
         choices = self._run(self._complete_all(bodies))
-        outputs = [self._output(choice, params) for choice in choices]
-        return [outputs[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        outputs = [self._output(choice, p) for choice, p in zip(choices, owners, strict=True)]
+        return group_samples(outputs, each)
 
     def _body(self, text: str, params: RolloutSamplingParams, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {

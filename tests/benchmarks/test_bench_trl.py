@@ -165,7 +165,8 @@ def test_the_single_turn_loop_generates_once_and_the_reward_scores_the_completio
         }
     )
     data, metrics = loop.rollout(batch, engine, RolloutSamplingParams(seed=3), global_step=1, validate=False)
-    assert len(engine.calls) == 1 and engine.calls[0].max_tokens == 32 and engine.calls[0].stop == ()
+    assert len(engine.calls) == 1 and len(engine.calls[0]) == 2  # one call, each prompt with its own params
+    assert all(p.max_tokens == 32 and p.stop == () for p in engine.calls[0])
     assert metrics["env/turns/mean"] == 1.0 and metrics["response_tokens/total"] == 2 * len(completion)
     assert "reward_text" not in data.non_tensor_batch
     assert data.batch["response_mask"].sum().item() == 2 * len(completion)

@@ -19,7 +19,7 @@ from llm_agent.generation import GenerationConfig, LLMGenerationManager
 from llm_agent.observation import OBSERVATION_TAIL
 from llm_agent.parsing import invalid_action_feedback
 from llm_agent.search import SearchRequest, SearchResult
-from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSamplingParams
+from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSamplingParams, per_prompt
 
 EOS = "<|im_end|>"
 PARAMS = RolloutSamplingParams(temperature=1.0)
@@ -32,15 +32,16 @@ class ScriptedRollout(RolloutEngine):
     def __init__(self, tokenizer, prompts: list[list[int]], scripts: list[list[str]]):
         self.tokenizer = tokenizer
         self.scripts = {tuple(p): list(s) for p, s in zip(prompts, scripts, strict=True)}
-        self.calls: list[tuple[list[list[int]], RolloutSamplingParams]] = []
+        self.calls: list[tuple[list[list[int]], list[RolloutSamplingParams]]] = []
         self.emitted: dict[tuple[int, ...], list[list[int]]] = {tuple(p): [] for p in prompts}
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: RolloutSamplingParams):
-        self.calls.append(([list(p) for p in prompts], params))
+    def generate(self, prompts: Sequence[Sequence[int]], params):
+        each, _ = per_prompt(prompts, params)
+        self.calls.append(([list(p) for p in prompts], each))
         outputs = []
-        for ids in prompts:
+        for ids, own in zip(prompts, each, strict=True):
             key = next(k for k in self.scripts if tuple(ids[: len(k)]) == k)
-            out = self._replay(self.scripts[key].pop(0), params)
+            out = self._replay(self.scripts[key].pop(0), own)
             self.emitted[key].append(out.token_ids)
             outputs.append([out])
         return outputs
@@ -94,7 +95,7 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def run(tokenizer, scripts, write=echo_documents, config=None, contexts=None, noisy=False):
+def run(tokenizer, scripts, write=echo_documents, config=None, contexts=None, noisy=False, params=PARAMS):
     prompts = [encode(tokenizer, f"Question: where is item {k}?") for k in range(len(scripts))]
     engine = ScriptedRollout(tokenizer, prompts, scripts)
     backend = RecordingBackend(write, noisy)
@@ -102,7 +103,7 @@ def run(tokenizer, scripts, write=echo_documents, config=None, contexts=None, no
     contexts = contexts or [
         {"question": f"where is item {k}?", "answer": f"place{k}"} for k in range(len(scripts))
     ]
-    result = manager.run(prompts, contexts, PARAMS)
+    result = manager.run(prompts, contexts, params)
     return result, engine, backend, prompts
 
 
@@ -207,7 +208,9 @@ def test_all_active_trajectories_generate_together_each_turn(tokenizer):
     ]
     _, engine, _, _ = run(tokenizer, scripts)
     assert [len(prompts) for prompts, _ in engine.calls] == [3, 2, 1]
-    assert all(set(p.stop) == {"</search>", "</answer>"} and p.n == 1 for _, p in engine.calls)
+    assert all(
+        set(p.stop) == {"</search>", "</answer>"} and p.n == 1 for _, each in engine.calls for p in each
+    )
 
 
 def test_observation_over_the_limit_keeps_its_closing_tag(tokenizer):
@@ -258,7 +261,7 @@ def test_response_budget_cuts_the_generation_and_stops(tokenizer):
     config = GenerationConfig(max_turns=2, max_response_length=25, max_tokens_per_turn=100)
     result, engine, _, _ = run(tokenizer, [[long_turn]], config=config)
     traj = result.trajectories[0]
-    assert engine.calls[0][1].max_tokens == 25
+    assert engine.calls[0][1][0].max_tokens == 25
     assert len(traj.response_ids) == 25 and traj.stats.truncated and not traj.stats.answered
 
 
@@ -382,3 +385,96 @@ def test_no_search_no_search_wait(tokenizer):
     result, _, backend, _ = run(tokenizer, [["<answer> quick </answer>"]])
     assert backend.calls == [] and result.search_wait_s == 0.0
     assert result.metrics()["timing_s/search"] == 0.0
+
+
+OVERLAP = GenerationConfig(max_turns=3, overlap_search=True)
+
+
+def outcome(result) -> list[tuple]:
+    return [
+        (t.response_ids, t.response_mask, t.stats.turns, t.stats.searches, t.stats.invalid_actions)
+        + (t.stats.answer, t.stats.truncated, [c.query for c in t.stats.search_calls])
+        for t in result.trajectories
+    ]
+
+
+def test_overlapped_turns_make_the_same_trajectories_and_seeds_as_lockstep_turns(tokenizer):
+    scripts = [
+        ["<answer> now </answer>"],
+        ["<search> a </search>", "<answer> b </answer>"],
+        ["no action", "<search> c </search>", "<search> d </search>", "<search> e </search>"],
+        ["<search> f </search>", "bye" + EOS],
+    ]
+    seeded = replace(PARAMS, seed=3)
+    lockstep, lockstep_engine, lockstep_backend, _ = run(tokenizer, [list(t) for t in scripts], params=seeded)
+    overlapped, engine, backend, _ = run(tokenizer, [list(t) for t in scripts], config=OVERLAP, params=seeded)
+    assert outcome(overlapped) == outcome(lockstep)
+    assert outcome(lockstep)[2][2:5] == (4, 2, 1)  # feedback, two searches, a final-turn search not run
+
+    def seeds(calls):
+        return sorted((p.seed for _, each in calls for p in each))
+
+    assert seeds(engine.calls) == seeds(lockstep_engine.calls)
+    assert sorted(r.seed for call in backend.calls for r in call) == sorted(
+        r.seed for call in lockstep_backend.calls for r in call
+    )
+
+
+class ByQueryLatencyBackend(RecordingBackend):
+    """Searches whose latency is set per query; records when each returned."""
+
+    def __init__(self, latency: dict[str, float]):
+        super().__init__(echo_documents)
+        self.latency = latency
+        self.returned: dict[str, float] = {}
+
+    def search(self, requests: list[SearchRequest]) -> list[SearchResult]:
+        time.sleep(max(self.latency.get(r.query, 0.0) for r in requests))
+        results = super().search(requests)
+        for r in requests:
+            self.returned[r.query] = time.perf_counter()
+        return results
+
+
+class TimedRollout(ScriptedRollout):
+    def generate(self, prompts, params):
+        self.started = [*getattr(self, "started", []), time.perf_counter()]
+        return super().generate(prompts, params)
+
+
+def test_a_trajectory_goes_on_while_a_slower_search_is_still_out(tokenizer):
+    scripts = [
+        ["<search> fast </search>", "<answer> x </answer>"],
+        ["<search> slow </search>", "<answer> y </answer>"],
+    ]
+    prompts = [encode(tokenizer, f"Question: where is item {k}?") for k in range(2)]
+    contexts = [{"question": "q", "answer": "a"}] * 2
+    waits = {}
+    for overlap in (False, True):
+        engine = TimedRollout(tokenizer, prompts, [list(t) for t in scripts])
+        backend = ByQueryLatencyBackend({"slow": 0.3})
+        config = replace(OVERLAP, overlap_search=overlap)
+        result = LLMGenerationManager(engine, backend, tokenizer, config).run(prompts, contexts, PARAMS)
+        assert [t.stats.answer for t in result.trajectories] == ["x", "y"]
+        waits[overlap] = result.search_wait_s
+        if not overlap:
+            assert [len(call) for call, _ in engine.calls] == [2, 2]
+            continue
+        # Trajectory 0 answers in a call of its own, started before the slow search came back.
+        assert [len(call) for call, _ in engine.calls] == [2, 1, 1]
+        assert engine.calls[1][0][0][: len(prompts[0])] == prompts[0]
+        assert engine.started[1] < backend.returned["slow"]
+    # Both waited for the slow search with nothing else to generate.
+    assert waits[False] >= 0.3 and waits[True] >= 0.25
+
+
+def test_overlapped_turns_raise_the_search_backends_error(tokenizer):
+    class FailingBackend(RecordingBackend):
+        def search(self, requests):
+            raise ConnectionError("simulator at 127.0.0.1:1 is down")
+
+    prompts = [encode(tokenizer, "Question: where is item 0?")]
+    engine = ScriptedRollout(tokenizer, prompts, [["<search> a </search>", "<answer> b </answer>"]])
+    manager = LLMGenerationManager(engine, FailingBackend(echo_documents), tokenizer, OVERLAP)
+    with pytest.raises(ConnectionError, match="is down"):
+        manager.run(prompts, [{"question": "q", "answer": "a"}], PARAMS)

@@ -5,6 +5,7 @@ knows nothing of search: the agent loop and the reward function come from the co
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -27,9 +28,22 @@ from verl.utils.checkpoint import fingerprint_changes
 from verl.utils.dataset import StatefulBatchLoader, collate, validation_loader
 from verl.utils.tracking import Tracking
 from verl.workers.reward import RewardManager, decode_tokens
-from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSamplingParams
+from verl.workers.rollout.base import (
+    NO_LIMIT,
+    Params,
+    RolloutEngine,
+    RolloutOutput,
+    RolloutRequest,
+    RolloutSamplingParams,
+    RolloutSource,
+    group_samples,
+    per_prompt,
+)
 
 logger = logging.getLogger(__name__)
+
+# How long a streamed rollout's exchange waits on a busy rank for its first finished request.
+STREAM_WAIT_S = 0.02
 
 
 class AgentLoop(Protocol):
@@ -60,11 +74,15 @@ class WorkerGroupRollout(RolloutEngine):
 
     def __init__(self, worker_group):
         self.worker_group = worker_group
+        self._serves_alone: bool | None = None  # asked of the ranks on first use
 
-    def generate(self, prompts, params: RolloutSamplingParams) -> list[list[RolloutOutput]]:
+    def generate(self, prompts, params: Params) -> list[list[RolloutOutput]]:
+        each, shared = per_prompt(prompts, params)
+        columns: dict[str, list] = {"prompt_token_ids": [list(p) for p in prompts]}
+        if not shared:
+            columns["sampling_params"] = [asdict(p) for p in each]
         data = DataProto.from_dict(
-            non_tensors={"prompt_token_ids": [list(p) for p in prompts]},
-            meta_info={"sampling_params": asdict(params)},
+            non_tensors=columns, meta_info={"sampling_params": asdict(each[0])} if shared and each else {}
         )
         out = self.worker_group.generate_sequences(data).non_tensor_batch
         logprobs = out.get("response_logprobs")
@@ -74,7 +92,44 @@ class WorkerGroupRollout(RolloutEngine):
                 zip(out["response_token_ids"], out["finish_reason"], strict=True)
             )
         ]
-        return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        return group_samples(samples, each)
+
+    def serve(self, source: RolloutSource) -> None:
+        """Streams requests over the ranks when their engines can serve alone (verl/workers/rollout/stream.py:
+        each request goes to the least loaded rank and is handed back the step it ends there); else a batch
+        at a time through `generate`."""
+        if self._serves_alone is None:
+            self._serves_alone = all(self.worker_group.rollout_serves_alone())
+            how = "streamed to" if self._serves_alone else "a batch at a time (the engine cannot stream) on"
+            print(
+                f"[rollout] overlapped turns: requests {how} {self.worker_group.world_size} rank(s)",
+                file=sys.stderr,
+            )
+        if not self._serves_alone:
+            return super().serve(source)
+        size = self.worker_group.world_size
+        flying: dict[int, tuple[RolloutRequest, int]] = {}  # key -> (request, rank)
+        load, keys, closed = [0] * size, itertools.count(), False
+        try:
+            while not closed or flying:
+                outgoing: list[list] = [[] for _ in range(size)]
+                taken = None if closed else source.take(NO_LIMIT, not flying)
+                closed = taken is None
+                for request in taken or ():
+                    rank, key = load.index(min(load)), next(keys)
+                    load[rank] += 1
+                    flying[key] = (request, rank)
+                    outgoing[rank].append((key, list(request.prompt_ids), asdict(request.params)))
+                if not flying:
+                    continue
+                waits = [STREAM_WAIT_S if n else 0.0 for n in load]
+                for finished in self.worker_group.rollout_exchange(outgoing, waits):
+                    for key, output in finished:
+                        request, rank = flying.pop(key)
+                        load[rank] -= 1
+                        source.finish(request, output)
+        finally:
+            self.worker_group.rollout_stream_stop()
 
     def update_weights(self, named_tensors) -> None:
         raise RuntimeError("the workers sync their rollout weights after every actor update")

@@ -57,6 +57,8 @@ from verl.workers.actor import DataParallelPPOActor
 from verl.workers.config import ActorConfig, ActorRolloutRefConfig, CriticConfig, FSDPConfig
 from verl.workers.critic import DataParallelPPOCritic, load_value_model
 from verl.workers.rollout import RolloutSamplingParams, get_rollout_class, resolve_rollout_name
+from verl.workers.rollout.base import RolloutRequest
+from verl.workers.rollout.stream import BackgroundServer
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class ActorRolloutRefWorker:
         self.actor: DataParallelPPOActor | None = None
         self.ref: DataParallelPPOActor | None = None
         self.rollout = None
+        self._server: BackgroundServer | None = None  # streamed rollouts (rollout_exchange)
 
     # ----- setup ---------------------------------------------------------------------------------------
 
@@ -142,9 +145,10 @@ class ActorRolloutRefWorker:
 
     # ----- rollout -------------------------------------------------------------------------------------
 
-    def _sampling_params(self, meta_info: dict[str, Any]) -> RolloutSamplingParams:
-        """rollout config defaults, overridden by meta_info["sampling_params"]. A seed is mixed with the rank
-        so ranks draw different samples for their different prompts."""
+    def _sampling_params(self, overrides: dict[str, Any] | None, shared: bool) -> RolloutSamplingParams:
+        """rollout config defaults, overridden by `overrides` (a RolloutSamplingParams as a dict). A seed
+        shared by the call's prompts is mixed with the rank so ranks draw different samples for their
+        different prompts; a prompt's own seed is used as given (see `sample_seed`)."""
         rollout = self.config.rollout
         fields: dict[str, Any] = {
             "n": rollout.n,
@@ -153,17 +157,19 @@ class ActorRolloutRefWorker:
             "max_tokens": rollout.response_length,
             "seed": rollout.seed,
         }
-        fields.update(meta_info.get("sampling_params") or {})
+        fields.update(overrides or {})
         for key in ("stop", "stop_token_ids"):
             if key in fields:
                 fields[key] = tuple(fields[key])
-        if fields.get("seed") is not None:
+        if shared and fields.get("seed") is not None:
             fields["seed"] = int(fields["seed"]) * 1_000_003 + self.rank
         return RolloutSamplingParams(**fields)
 
     @register(dispatch_mode=Dispatch.DP_COMPUTE_PROTO)
     def generate_sequences(self, data: DataProto) -> DataProto:
-        """Sample from prompts given as token ids (non-tensor column `prompt_token_ids`).
+        """Sample from prompts given as token ids (non-tensor column `prompt_token_ids`), with
+        meta_info["sampling_params"] for every prompt, or each prompt's own in the non-tensor column
+        `sampling_params` (dicts of RolloutSamplingParams fields).
 
         Returns one row per sample, prompt i's samples at rows i*n .. i*n+n-1 (the layout of
         DataProto.repeat(n, interleave=True)), with columns `response_token_ids` (lists of ints, exactly as
@@ -174,16 +180,49 @@ class ActorRolloutRefWorker:
                 f"generate_sequences: the batch lacks the non-tensor column 'prompt_token_ids'; "
                 f"it has {sorted(data.non_tensor_batch)}"
             )
-        params = self._sampling_params(data.meta_info)
         prompts = [[int(t) for t in ids] for ids in data.non_tensor_batch["prompt_token_ids"]]
+        own = data.non_tensor_batch.get("sampling_params")
+        if own is None:
+            params = self._sampling_params(data.meta_info.get("sampling_params"), shared=True)
+            each = [params] * len(prompts)
+        else:
+            params = each = [self._sampling_params(dict(fields), shared=False) for fields in own]
         outputs = [sample for samples in self.rollout.generate(prompts, params) for sample in samples]
         columns: dict[str, Any] = {
             "response_token_ids": [list(o.token_ids) for o in outputs],
             "finish_reason": [o.finish_reason for o in outputs],
         }
-        if params.logprobs:
+        if any(p.logprobs for p in each):
             columns["response_logprobs"] = [list(o.logprobs or []) for o in outputs]
         return DataProto.from_dict(non_tensors=columns)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def rollout_serves_alone(self) -> bool:
+        """Whether this rank's engine can serve streamed requests (`rollout_exchange`)."""
+        self._require("rollout")
+        return self.rollout.serves_alone
+
+    @register(dispatch_mode=Dispatch.ALL_TO_ALL)
+    def rollout_exchange(self, requests: list, wait_s: float) -> list:
+        """Streamed generation (verl/workers/rollout/stream.py): queue `requests`, each (key, prompt ids,
+        sampling params as a dict, its seed used as given), on this rank's engine serving in the background
+        (started on first use), and return the finished ones as (key, RolloutOutput), waiting up to
+        `wait_s` for the first."""
+        self._require("rollout")
+        if self._server is None:
+            self._server = BackgroundServer(self.rollout)
+        keyed = [
+            (key, RolloutRequest(prompt, self._sampling_params(fields, shared=False)))
+            for key, prompt, fields in requests
+        ]
+        return self._server.exchange(keyed, wait_s)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def rollout_stream_stop(self) -> None:
+        """End the background serving (before the weights change); raises what failed in it, if anything."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def wake_rollout(self) -> None:

@@ -137,6 +137,7 @@ def _train_three_steps(dataset: Path, model: Path, tmp_path: Path, extra: list[s
         cmd = trainer_command(dataset, model, sim.url, run_dir, 3, extra)
         proc = subprocess.run(cmd, env=trainer_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir / "console.txt").write_text(proc.stdout + proc.stderr)
     return run_dir
 
 
@@ -177,6 +178,22 @@ def test_three_grpo_steps_write_a_checkpoint_transformers_can_use(dataset, tiny_
     ids = tokenizer("Question: Where was Alice Smith born?", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 5
+
+
+@pytest.mark.slow
+def test_overlapped_search_streams_generations_over_the_ranks(dataset, searching_model_dir, tmp_path):
+    """agent.overlap_search=true on 2 ranks: the transformers engines serve in the background of their
+    workers (verl/workers/rollout/stream.py) and every trajectory searches and generates at its own pace."""
+    run_dir = _train_three_steps(dataset, searching_model_dir, tmp_path, ["agent.overlap_search=true"])
+    assert (
+        "[rollout] overlapped turns: requests streamed to 2 rank(s)" in (run_dir / "console.txt").read_text()
+    )
+    steps = _steps(run_dir)
+    assert sum(s["search/calls_per_sample"] for s in steps) > 0
+    for s in steps:
+        assert all(k in s for k in ("actor/pg_loss", "env/turns/mean", "response_length/mean"))
+        assert 0 <= s["timing_s/search"] < s["timing_s/gen"]
+    assert "val/f1/toy" in steps[-1]
 
 
 @pytest.mark.slow

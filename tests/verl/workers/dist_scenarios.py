@@ -115,6 +115,11 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
         meta_info={"sampling_params": {"n": 2, "temperature": 0.0, "max_tokens": 4, "logprobs": True}},
     )
     generated = worker.generate_sequences(prompts)
+    # Each prompt with its own params (the agent loop's calls): a budget of 1, 2 or 3 tokens by row.
+    own = {"sampling_params": [{"temperature": 0.0, "max_tokens": 1 + k % 3} for k in range(len(prompts))]}
+    generated_own = worker.generate_sequences(
+        DataProto.from_dict(non_tensors={**prompts.non_tensor_batch, **own})
+    )
 
     ckpt = out / "global_step_1"
     worker.save_checkpoint(str(ckpt), 1, {"data_position": 3})
@@ -146,6 +151,7 @@ def run(model_dir: str, out: Path, rank: int, world: int) -> dict:
         if weights
         else None,
         "generated": gather({k: list(v) for k, v in generated.non_tensor_batch.items()}),
+        "generated_own": gather(list(generated_own.non_tensor_batch["response_token_ids"])),
         "prompt_token_ids": gather(list(prompts.non_tensor_batch["prompt_token_ids"])),
         "checkpoint": str(ckpt),
         "trainer_state": trainer_state,

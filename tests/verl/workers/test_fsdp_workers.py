@@ -126,6 +126,18 @@ def test_generate_sequences_samples_with_the_updated_weights(two_ranks, tiny_mod
             assert len(generated["response_logprobs"][row]) == 4
 
 
+def test_generate_sequences_takes_each_prompts_own_params(two_ranks):
+    """The per-row `sampling_params` column: row k of each rank's share may take 1 + k % 3 greedy tokens,
+    the start of what n=2 shared-params sampling gave that prompt."""
+    for rank, (mine, generated) in enumerate(
+        zip(two_ranks["prompt_token_ids"], two_ranks["generated"], strict=True)
+    ):
+        own = two_ranks["generated_own"][rank]
+        assert len(own) == len(mine)
+        for k, ids in enumerate(own):
+            assert ids == generated["response_token_ids"][2 * k][: 1 + k % 3]
+
+
 def test_resume_from_checkpoint_repeats_the_next_step_exactly(two_ranks):
     metrics_a, metrics_b = two_ranks["resume_metrics"]
     measured = ("timing_s/", "perf/")  # seconds and memory: the same step, not the same clock

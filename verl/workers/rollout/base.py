@@ -11,8 +11,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+
+from verl.utils.seed import derive_seed
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,64 @@ class RolloutSamplingParams:
         return self.temperature == 0
 
 
+# `RolloutSource.take`'s limit when the engine takes any number of requests at once.
+NO_LIMIT = 1 << 30
+
+Params = RolloutSamplingParams | Sequence[RolloutSamplingParams]
+
+
+def per_prompt(prompts: Sequence, params: Params) -> tuple[list[RolloutSamplingParams], bool]:
+    """`generate`'s params as one RolloutSamplingParams per prompt, and whether they were one shared value."""
+    if isinstance(params, RolloutSamplingParams):
+        return [params] * len(prompts), True
+    each = list(params)
+    if len(each) != len(prompts):
+        raise ValueError(f"generate: {len(prompts)} prompts but {len(each)} sampling params")
+    return each, False
+
+
+def sample_seed(params: RolloutSamplingParams, prompt: int, sample: int, shared: bool) -> int | None:
+    """The seed of sample `sample` of prompt `prompt`: derived from (seed, prompt, sample) when the call's
+    prompts share one params, from (seed, sample) alone when each prompt has its own (so the draw does not
+    depend on where the prompt sits in the call); None when unseeded."""
+    if params.seed is None:
+        return None
+    return derive_seed(params.seed, prompt, sample) if shared else derive_seed(params.seed, sample)
+
+
+def group_samples(samples: list, params: list[RolloutSamplingParams]) -> list[list]:
+    """Flat samples (prompt 0's n, then prompt 1's, ...) grouped per prompt."""
+    groups, start = [], 0
+    for p in params:
+        groups.append(samples[start : start + p.n])
+        start += p.n
+    return groups
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """One generation handed to `RolloutEngine.serve`: prompt ids and how to sample ONE continuation
+    (`params.n` must be 1; `params.seed` as for a prompt with its own params in `generate`)."""
+
+    prompt_ids: Sequence[int]
+    params: RolloutSamplingParams
+
+    def __post_init__(self):
+        if self.params.n != 1:
+            raise ValueError(f"RolloutRequest: params.n must be 1, got {self.params.n}")
+
+
+class RolloutSource(Protocol):
+    """Where `RolloutEngine.serve` takes its requests from and hands each result back."""
+
+    def take(self, limit: int, wait: bool) -> list[RolloutRequest] | None:
+        """Up to `limit` requests that are ready to start; when `wait` (nothing is generating), block until
+        one is. None: no request will come any more."""
+
+    def finish(self, request: RolloutRequest, output: RolloutOutput) -> None:
+        """`request` has ended; `output` is its one sample."""
+
+
 @dataclass
 class RolloutOutput:
     """One sample. `finish_reason`: "eos", "stop" (a stop string or stop token id) or "length"."""
@@ -61,15 +122,33 @@ class RolloutEngine(ABC):
     """A generation engine holding (a copy of) the policy's weights.
 
     `needs_initial_weights`: the engine started without the policy's weights (vLLM's dummy load), so the
-    worker pushes them once before the first rollout; engines that load the checkpoint need no such push."""
+    worker pushes them once before the first rollout; engines that load the checkpoint need no such push.
+    `serves_alone`: see the attribute."""
 
     needs_initial_weights: bool = False
+    # `serve` involves this process alone (no collective with other ranks), so a worker may run it on a
+    # background thread and stream requests to it (verl/workers/rollout/stream.py).
+    serves_alone: bool = False
 
     @abstractmethod
-    def generate(
-        self, prompts: Sequence[Sequence[int]], params: RolloutSamplingParams
-    ) -> list[list[RolloutOutput]]:
-        """Sample `params.n` continuations of every prompt; result[i][j] is sample j of prompt i."""
+    def generate(self, prompts: Sequence[Sequence[int]], params: Params) -> list[list[RolloutOutput]]:
+        """Sample `params.n` continuations of every prompt; result[i][j] is sample j of prompt i. `params` is
+        one RolloutSamplingParams for every prompt, or a sequence of them, one per prompt (see `sample_seed`
+        for what seeds each sample)."""
+
+    def serve(self, source: RolloutSource) -> None:
+        """Generate the requests `source` hands over until it has no more, handing each result back.
+
+        This default runs a batch at a time: whatever is ready when the engine is free goes into one
+        `generate` call, and its results go back when the call returns. Engines that can let requests join
+        and leave a running batch (the transformers one) override it, so a request is handed back the step
+        it ends and a new one starts at the next step."""
+        while (requests := source.take(NO_LIMIT, True)) is not None:
+            if not requests:
+                continue
+            outputs = self.generate([r.prompt_ids for r in requests], [r.params for r in requests])
+            for request, samples in zip(requests, outputs, strict=True):
+                source.finish(request, samples[0])
 
     @abstractmethod
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

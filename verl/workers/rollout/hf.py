@@ -14,20 +14,79 @@ from pathlib import Path
 
 import torch
 
-from verl.utils.seed import derive_seed
 from verl.workers.rollout.base import (
+    NO_LIMIT,
+    Params,
     RolloutEngine,
     RolloutOutput,
+    RolloutRequest,
     RolloutSamplingParams,
+    RolloutSource,
+    group_samples,
+    per_prompt,
     register_rollout,
+    sample_seed,
 )
 from verl.workers.rollout.hf_decode import (
     BatchDecoder,
     DecodeParams,
     DecodeRequest,
+    DecodeResult,
     resolve_device,
     resolve_dtype,
 )
+
+
+def _decode_params(params: RolloutSamplingParams) -> DecodeParams:
+    return DecodeParams(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop=tuple(params.stop),
+        stop_token_ids=tuple(params.stop_token_ids),
+        skip_special_tokens=False,
+        logprobs=params.logprobs,
+    )
+
+
+def _output(result: DecodeResult) -> RolloutOutput:
+    return RolloutOutput(result.token_ids, result.finish_reason, result.logprobs)
+
+
+class _ServedRequests:
+    """A RolloutSource seen as the decoder's RequestSource (hf_decode): requests in, results out by identity.
+    A request the decoder cannot run ends the serving: the error is kept and raised once the rows in flight
+    have finished."""
+
+    def __init__(self, source: RolloutSource):
+        self.source = source
+        self.pending: dict[int, RolloutRequest] = {}
+        self.error: Exception | None = None
+
+    def take(self, room: int, idle: bool) -> list[DecodeRequest] | None:
+        if self.error is not None:
+            return None
+        taken = self.source.take(room, idle)
+        if taken is None:
+            return None
+        decode = []
+        for request in taken:
+            row = DecodeRequest(
+                request.prompt_ids, _decode_params(request.params), sample_seed(request.params, 0, 0, False)
+            )
+            self.pending[id(row)] = request
+            decode.append(row)
+        return decode
+
+    def finish(self, request: DecodeRequest, result: DecodeResult) -> None:
+        self.source.finish(self.pending.pop(id(request)), _output(result))
+
+    def fail(self, request: DecodeRequest, error: Exception) -> None:
+        self.pending.pop(id(request), None)
+        self.error = self.error or error
+
+    def step(self, rows: int) -> None:
+        return None
 
 
 @register_rollout("hf")
@@ -42,6 +101,8 @@ class HFRollout(RolloutEngine):
     stop token id or the tokens that completed a stop string; `logprobs` as defined in `BatchDecoder`
     (processed: after temperature and top-p; greedy rows report the model's own log-softmax).
     """
+
+    serves_alone = True
 
     def __init__(
         self,
@@ -80,31 +141,28 @@ class HFRollout(RolloutEngine):
     def max_model_len(self) -> int:
         return self.decoder.max_model_len
 
-    def generate(
-        self, prompts: Sequence[Sequence[int]], params: RolloutSamplingParams
-    ) -> list[list[RolloutOutput]]:
-        decode_params = DecodeParams(
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stop=tuple(params.stop),
-            stop_token_ids=tuple(params.stop_token_ids),
-            skip_special_tokens=False,
-            logprobs=params.logprobs,
-        )
+    def generate(self, prompts: Sequence[Sequence[int]], params: Params) -> list[list[RolloutOutput]]:
+        each, shared = per_prompt(prompts, params)
         requests = [
-            DecodeRequest(
-                prompt, decode_params, None if params.seed is None else derive_seed(params.seed, i, j)
-            )
-            for i, prompt in enumerate(prompts)
-            for j in range(params.n)
+            DecodeRequest(prompt, _decode_params(p), sample_seed(p, i, j, shared))
+            for i, (prompt, p) in enumerate(zip(prompts, each, strict=True))
+            for j in range(p.n)
         ]
         step = self.max_batch_size or max(len(requests), 1)
         results = []
         for start in range(0, len(requests), step):
             results.extend(self.decoder.decode(requests[start : start + step]))
-        outputs = [RolloutOutput(r.token_ids, r.finish_reason, r.logprobs) for r in results]
-        return [outputs[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        return group_samples([_output(r) for r in results], each)
+
+    def serve(self, source: RolloutSource) -> None:
+        """Continuous batching (`BatchDecoder.serve`): a request joins the running batch at its next step and
+        is handed back the step it ends, up to `max_batch_size` rows at a time."""
+        served = _ServedRequests(source)
+        self.decoder.serve(served, self.max_batch_size or NO_LIMIT)
+        if served.error is not None:
+            raise RuntimeError(
+                f"HFRollout.serve: a request could not be generated: {served.error}"
+            ) from served.error
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy each (state_dict key, full tensor) into the model in place.

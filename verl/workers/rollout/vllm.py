@@ -34,8 +34,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from verl.utils.seed import derive_seed
-from verl.workers.rollout.base import RolloutEngine, RolloutOutput, RolloutSamplingParams, register_rollout
+from verl.workers.rollout.base import (
+    Params,
+    RolloutEngine,
+    RolloutOutput,
+    group_samples,
+    per_prompt,
+    register_rollout,
+    sample_seed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,38 +162,37 @@ class VLLMRollout(RolloutEngine):
 
     # ----- generation -----------------------------------------------------------------------------------
 
-    def generate(
-        self, prompts: Sequence[Sequence[int]], params: RolloutSamplingParams
-    ) -> list[list[RolloutOutput]]:
+    def generate(self, prompts: Sequence[Sequence[int]], params: Params) -> list[list[RolloutOutput]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        mine = [list(map(int, p)) for p in prompts]
+        each, shared = per_prompt(prompts, params)
+        mine = [(list(map(int, prompt)), p) for prompt, p in zip(prompts, each, strict=True)]
         everyone, start = self._gather_tp(mine)
         # One request per (prompt, sample), each with its own derived seed: a sample's draws never depend
         # on what else is in the batch, as in the transformers backend.
         requests, sampling = [], []
-        for i, prompt in enumerate(everyone):
-            for j in range(params.n):
+        for i, (prompt, p) in enumerate(everyone):
+            for j in range(p.n):
                 requests.append(TokensPrompt(prompt_token_ids=prompt))
                 sampling.append(
                     SamplingParams(
                         n=1,
-                        temperature=params.temperature,
-                        top_p=params.top_p,
-                        max_tokens=params.max_tokens,
-                        stop=list(params.stop) or None,
-                        stop_token_ids=list(params.stop_token_ids) or None,
+                        temperature=p.temperature,
+                        top_p=p.top_p,
+                        max_tokens=p.max_tokens,
+                        stop=list(p.stop) or None,
+                        stop_token_ids=list(p.stop_token_ids) or None,
                         include_stop_str_in_output=True,
-                        seed=None if params.seed is None else derive_seed(params.seed, i, j),
-                        logprobs=0 if params.logprobs else None,
-                        detokenize=bool(params.stop),
+                        seed=sample_seed(p, i, j, shared),
+                        logprobs=0 if p.logprobs else None,
+                        detokenize=bool(p.stop),
                         skip_special_tokens=False,
                     )
                 )
         outputs = self.llm.generate(requests, sampling, use_tqdm=False) if requests else []
-        samples = [self._sample(out.outputs[0], params.logprobs) for out in outputs]
-        grouped = [samples[i * params.n : (i + 1) * params.n] for i in range(len(everyone))]
+        flat = [(out.outputs[0], sp.logprobs is not None) for out, sp in zip(outputs, sampling, strict=True)]
+        grouped = group_samples([self._sample(c, want) for c, want in flat], [p for _, p in everyone])
         return grouped[start : start + len(mine)]
 
     @staticmethod
@@ -205,7 +211,7 @@ class VLLMRollout(RolloutEngine):
             ]
         return RolloutOutput(ids, reason, logprobs)
 
-    def _gather_tp(self, prompts: list[list[int]]) -> tuple[list[list[int]], int]:
+    def _gather_tp(self, prompts: list) -> tuple[list, int]:
         """The prompts of this rank's whole TP group, in rank order, and where this rank's own begin."""
         if self._tp_group is None:
             return prompts, 0

@@ -112,6 +112,64 @@ def test_seed_reproducible_and_independent_of_batch_composition(rollout, prompts
     assert other_seed[0][0].token_ids != ids[0][0]
 
 
+def test_prompts_with_their_own_params_draw_the_same_wherever_they_sit(rollout, prompts):
+    """Per-prompt params: each prompt's own budget and seed, and its draws do not depend on its position."""
+    own = [
+        RolloutSamplingParams(temperature=1.0, max_tokens=6 + k, seed=100 + k, logprobs=True)
+        for k in range(len(prompts))
+    ]
+    forward = rollout.generate(prompts, own)
+    backward = rollout.generate(prompts[::-1], own[::-1])[::-1]
+    assert [g[0].token_ids for g in forward] == [g[0].token_ids for g in backward]
+    assert all(len(g[0].token_ids) <= 6 + k for k, g in enumerate(forward))
+    assert any(g[0].finish_reason == "length" and len(g[0].token_ids) == 6 + k for k, g in enumerate(forward))
+    with pytest.raises(ValueError, match="2 prompts but 1 sampling params"):
+        rollout.generate(prompts[:2], own[:1])
+
+
+class Requests:
+    """A RolloutSource handing over `requests` in two waves: the second joins after `after` results."""
+
+    def __init__(self, requests, after: int):
+        self.waves = [list(requests[:2]), list(requests[2:])]
+        self.after = after
+        self.done: list = []
+
+    def take(self, limit, wait):
+        if self.waves and (not self.done and len(self.waves) == 2 or len(self.done) >= self.after):
+            return self.waves.pop(0)
+        return None if not self.waves and wait else []
+
+    def finish(self, request, output):
+        self.done.append((request, output))
+
+
+def test_serve_hands_each_request_back_as_generate_would_sample_it(rollout, prompts):
+    from verl.workers.rollout.base import RolloutRequest
+
+    own = [RolloutSamplingParams(temperature=1.0, max_tokens=4 + 4 * k, seed=k) for k in range(len(prompts))]
+    requests = [RolloutRequest(p, q) for p, q in zip(prompts, own, strict=True)]
+    source = Requests(requests, after=1)
+    rollout.serve(source)
+    served = {id(r): out.token_ids for r, out in source.done}
+    assert len(served) == len(requests)
+    # The shortest request came back first, before the second wave had joined.
+    assert source.done[0][0] is requests[0]
+    expected = rollout.generate(prompts, own)
+    assert [served[id(r)] for r in requests] == [g[0].token_ids for g in expected]
+
+
+def test_serve_raises_after_a_request_it_cannot_run(rollout, prompts):
+    from verl.workers.rollout.base import RolloutRequest
+
+    too_long = [1] * rollout.max_model_len
+    params = RolloutSamplingParams(max_tokens=4)
+    source = Requests([RolloutRequest(prompts[0], params), RolloutRequest(too_long, params)], after=0)
+    with pytest.raises(RuntimeError, match="could not be generated"):
+        rollout.serve(source)
+    assert [r.prompt_ids for r, _ in source.done] == [prompts[0]]
+
+
 def test_logprobs_equal_a_full_forward_at_temperature_one(rollout, prompts, sharp_model_dir):
     reference = AutoModelForCausalLM.from_pretrained(str(sharp_model_dir)).eval()
     params = RolloutSamplingParams(n=2, temperature=1.0, max_tokens=12, seed=3, logprobs=True)
