@@ -1,7 +1,8 @@
 """Throughput of the built-in simulation server: continuous batching at concurrency 32 vs one client at a time.
 
 A tiny simulator (toy-world size: hidden 128, 2 layers) is built in a temp folder and served for real on
-127.0.0.1. Every request is the prompt-mode simulation prompt (a few hundred tokens) sent as a chat
+127.0.0.1. Every request is the prompt-mode simulation prompt (a few hundred tokens; its query its own, so no
+two requests are the same text: they share the template's opening, as in training) sent as a chat
 completion, asking for 96 new tokens (ignore_eos, so every request costs the same). Completed requests per
 second ("documents/s": one request is one set of simulated documents) are measured at concurrency 1 and
 at concurrency 32 against the same server in the same run, twice: with the server's default torch threads
@@ -34,9 +35,15 @@ QUESTIONS = [
 ]
 
 
-def simulation_prompts() -> list[str]:
+def simulation_prompts(count: int = 76) -> list[str]:
+    """`count` different simulation prompts: the four questions in turn, each request with a query of its
+    own (as in training, no two requests are the same text; they share the template's opening)."""
     template = load_template("project_prompt_useful")
-    return [render(template, question=q, answer=a, query=s) for q, a, s in QUESTIONS]
+    prompts = []
+    for k in range(count):
+        q, a, s = QUESTIONS[k % len(QUESTIONS)]
+        prompts.append(render(template, question=q, answer=a, query=f"{s} {k}"))
+    return prompts
 
 
 def build_model(workdir: Path, prompts: list[str]) -> Path:
@@ -49,13 +56,13 @@ def messages(prompt: str) -> list[dict]:
     return [{"role": "system", "content": ""}, {"role": "user", "content": prompt}]
 
 
-async def run_load(url: str, prompts: list[str], requests: int, concurrency: int) -> float:
-    """Send `requests` chat completions with at most `concurrency` in flight; return completed requests/s."""
+async def run_load(url: str, prompts: list[str], concurrency: int) -> float:
+    """Send one chat completion per prompt with at most `concurrency` in flight; return completed requests/s."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         body = {
-            "messages": messages(prompts[i % len(prompts)]),
+            "messages": messages(prompts[i]),
             "max_tokens": MAX_TOKENS,
             "temperature": 0.8,
             "seed": i,
@@ -69,8 +76,8 @@ async def run_load(url: str, prompts: list[str], requests: int, concurrency: int
 
     async with httpx.AsyncClient(timeout=600) as client:
         start = time.perf_counter()
-        await asyncio.gather(*[one(client, i) for i in range(requests)])
-        return requests / (time.perf_counter() - start)
+        await asyncio.gather(*[one(client, i) for i in range(len(prompts))])
+        return len(prompts) / (time.perf_counter() - start)
 
 
 def measure(model_dir: Path, prompts: list[str], threads: int | None) -> tuple[float, float]:
@@ -79,10 +86,10 @@ def measure(model_dir: Path, prompts: list[str], threads: int | None) -> tuple[f
     args = ["--model", str(model_dir), "--max-batch-size", "32", "--max-wait-ms", "5", "--device", "cpu"]
     args += ["--num-threads", str(threads)] if threads else []
     with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as server:
-        asyncio.run(run_load(server.url, prompts, 4, 4))  # warm-up
-        single = asyncio.run(run_load(server.url, prompts, 8, 1))
+        asyncio.run(run_load(server.url, prompts[:4], 4))  # warm-up
+        single = asyncio.run(run_load(server.url, prompts[4:12], 1))
         before = httpx.get(f"{server.url}/stats", timeout=10).json()
-        batched = asyncio.run(run_load(server.url, prompts, 64, 32))
+        batched = asyncio.run(run_load(server.url, prompts[12:76], 32))
         stats = httpx.get(f"{server.url}/stats", timeout=10).json()
     steps = stats["steps"] - before["steps"]
     rows_per_step = (stats["row_steps"] - before["row_steps"]) / steps

@@ -75,10 +75,14 @@ class GenerationResult:
 class GenerationEngine:
     """A causal LM and its tokenizer, loaded once, generating batches of `GenerationRequest`s.
 
+    `prefix_reuse`: a prefill starts from the stored keys and values of the prompt prefix it shares with the
+    previous one (`BatchDecoder`'s `reuse_prefix`: the simulation template's opening is computed once).
     Not thread-safe: the server calls `generate` from its single batching worker only.
     """
 
-    def __init__(self, model_path: str | Path, device: str = "auto", dtype: str = "auto"):
+    def __init__(
+        self, model_path: str | Path, device: str = "auto", dtype: str = "auto", prefix_reuse: bool = True
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(resolve_model(str(model_path), "--model"))
@@ -93,7 +97,7 @@ class GenerationEngine:
             str(path), dtype=DTYPES[dtype] if dtype != "auto" else "auto"
         )
         self.model.to(self.device).eval()
-        self.decoder = BatchDecoder(self.model, self.tokenizer, self.device)
+        self.decoder = BatchDecoder(self.model, self.tokenizer, self.device, reuse_prefix=prefix_reuse)
         self.pad_id = self.decoder.pad_id
         self.eos_ids = self.decoder.eos_ids
         self.max_model_len = self.decoder.max_model_len

@@ -336,6 +336,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="CPU threads for torch (default: torch's choice); 1 avoids thrashing on a shared CPU",
     )
+    p.add_argument(
+        "--no-prefix-reuse",
+        action="store_true",
+        help="prefill every prompt whole (default: start from the stored keys and values of the prefix a "
+        "prompt shares with the previous prefill, e.g. the simulation template's opening)",
+    )
     add_connection_arguments(p)
     args = p.parse_args(argv)
     if args.max_wait_ms < 0:
@@ -350,7 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
     try:
-        engine = GenerationEngine(args.model, device=args.device, dtype=args.dtype)
+        engine = GenerationEngine(
+            args.model, device=args.device, dtype=args.dtype, prefix_reuse=not args.no_prefix_reuse
+        )
     except FileNotFoundError as e:  # neither a folder nor a model in the Hugging Face cache
         raise SystemExit(f"error: {e}") from None
     name = args.served_model_name or args.model

@@ -34,6 +34,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# The fewest leading tokens worth taking from the stored prefix instead of prefilling them (`reuse_prefix`).
+MIN_SHARED_PREFIX = 32
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -173,10 +176,15 @@ class BatchDecoder:
     lies inside that window, with one whole token before it so that tokenizers which drop a leading space on
     the first decoded token cannot hide it. This costs O(stop length) per step instead of re-decoding the row.
 
+    `reuse_prefix` (models whose cache can take in rows only): a prefill skips the leading tokens its prompts
+    share with the previous prefill's first prompt (at least `MIN_SHARED_PREFIX` of them), starting from that
+    prompt's stored keys and values: a server whose requests all open with one template computes it once.
+    Only for a model whose weights never change while the decoder lives (the simulation server's).
+
     Not thread-safe; callers serialise calls (the server has one batching worker, the rollout one caller).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device):
+    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device, reuse_prefix: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -187,10 +195,11 @@ class BatchDecoder:
         # transformers 5.x renamed the KV-cache argument (`past_key_values` warns, and goes in 5.40).
         params = inspect.signature(model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        from verl.workers.rollout.kv_cache import growing_cache
+        from verl.workers.rollout.kv_cache import PrefixStore, growing_cache
 
         # Rows can join a running batch only when its cache can take them in (kv_cache.py).
         self.can_join = growing_cache(model.config) is not None
+        self.prefix = PrefixStore(MIN_SHARED_PREFIX) if reuse_prefix and self.can_join else None
 
     def _pad_id(self) -> int:
         if self.tokenizer.pad_token_id is not None:
@@ -328,18 +337,23 @@ class BatchDecoder:
         return growing_cache(self.model.config) or DynamicCache(config=self.model.config)
 
     def _prefill(self, rows: list[_Row]) -> _Batch:
-        """Run the prompts of `rows` through the model, left-padded into one batch."""
-        longest = max(len(r.request.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            prompt = row.request.prompt_ids
-            ids[i, longest - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-            mask[i, longest - len(prompt) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        # Positions count real tokens only, so a left-padded row sees the positions it would see alone.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        """Run the prompts of `rows` through the model, left-padded into one batch (after the prefix they share
+        with the stored prompt, when one is reused: that part is identical in every row, so unpadded)."""
+        prompts = [list(r.request.prompt_ids) for r in rows]
         cache = self._new_cache()
+        shared = self.prefix.shared(prompts) if self.prefix is not None else 0
+        if shared:
+            self.prefix.seed(cache, shared, len(rows))
+        longest = max(len(p) - shared for p in prompts)
+        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        fresh = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, longest - len(prompt) + shared :] = torch.tensor(prompt[shared:], dtype=torch.long)
+            fresh[i, longest - len(prompt) + shared :] = 1
+        ids, fresh = ids.to(self.device), fresh.to(self.device)
+        mask = torch.cat([fresh.new_ones((len(rows), shared)), fresh], dim=-1)
+        # Positions count real tokens only, so a left-padded row sees the positions it would see alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -348,6 +362,8 @@ class BatchDecoder:
             logits_to_keep=1,
             **{self.cache_kwarg: cache},
         )
+        if self.prefix is not None:
+            self.prefix.remember(prompts[0], cache, 0, mask[0].nonzero().squeeze(-1))
         return _Batch(list(rows), cache, mask, mask.sum(-1, keepdim=True), out.logits[:, -1, :].float())
 
     def _join(self, batch: _Batch, new: _Batch) -> _Batch:

@@ -123,3 +123,46 @@ def stack_caches(top: GrowingCache, bottom: GrowingCache) -> GrowingCache:
         out.start, out.end = 0, length
         out._publish()
     return stacked
+
+
+class PrefixStore:
+    """The keys and values of the last prompt prefilled, so the next prefill can skip the prefix it shares
+    with it (the template that starts every simulation request, say).
+
+    Only valid while the model's weights stay as they were: an engine whose weights change must `clear` it.
+    """
+
+    def __init__(self, min_shared: int):
+        self.min_shared = min_shared
+        self.ids: tuple[int, ...] = ()
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, (1, heads, len(ids), head_dim)
+
+    def clear(self) -> None:
+        self.ids, self.layers = (), []
+
+    def shared(self, prompts: list[list[int]]) -> int:
+        """How many leading tokens every prompt shares with the stored one (each keeping at least one token
+        of its own to prefill); 0 when fewer than `min_shared`."""
+        length = len(self.ids)
+        for prompt in prompts:
+            limit = min(length, len(prompt) - 1)
+            common = 0
+            while common < limit and prompt[common] == self.ids[common]:
+                common += 1
+            length = common
+        return length if length >= self.min_shared else 0
+
+    def seed(self, cache: GrowingCache, length: int, rows: int) -> None:
+        """Fill the empty `cache` with the stored prefix's first `length` columns, once per row."""
+        for layer, (keys, values) in zip(cache.layers, self.layers, strict=True):
+            layer.update(
+                keys[:, :, :length].expand(rows, -1, -1, -1), values[:, :, :length].expand(rows, -1, -1, -1)
+            )
+
+    def remember(self, prompt: list[int], cache: GrowingCache, row: int, columns: torch.Tensor) -> None:
+        """Store `prompt`'s keys and values: row `row` of `cache` at `columns` (its real, unpadded ones)."""
+        self.ids = tuple(prompt)
+        self.layers = [
+            (layer.keys[row : row + 1, :, columns].clone(), layer.values[row : row + 1, :, columns].clone())
+            for layer in cache.layers
+        ]

@@ -95,3 +95,50 @@ def test_a_request_that_cannot_run_fails_alone(decoder, prompts):
     assert "empty prompt" in str(source.failures[id(empty)])
     (alone,) = decoder.decode([good])
     assert source.results[id(good)].token_ids == alone.token_ids
+
+
+def test_prompts_sharing_the_stored_prefix_skip_it_and_decode_as_a_whole_prefill_does(rollout, prompts):
+    """reuse_prefix: requests opening with the same 40 tokens, joining a running batch as they arrive: only
+    their own tails are prefilled after the first, and every row decodes as the plain decoder decodes it."""
+    from verl.workers.rollout.hf_decode import MIN_SHARED_PREFIX, BatchDecoder
+
+    opening = (prompts[1] * 8)[:40]
+    assert len(opening) >= MIN_SHARED_PREFIX
+    tails = [prompts[k][: 2 + k] for k in range(4)]
+    arrivals = {
+        0: [request(opening + tails[0], 10), request(opening + tails[1], 8, temperature=1.0, seed=5)],
+        2: [request(opening + tails[2], 12, temperature=0.7, seed=9)],
+        5: [request(opening + tails[3], 6)],
+    }
+    everyone = [req for group in arrivals.values() for req in group]
+    reusing = BatchDecoder(rollout.model, rollout.tokenizer, rollout.device, reuse_prefix=True)
+    prefilled: list[int] = []
+    hook = rollout.model.register_forward_pre_hook(
+        lambda module, args, kwargs: prefilled.append(kwargs["input_ids"].shape[-1]), with_kwargs=True
+    )
+    source = StagedSource(arrivals)
+    try:
+        reusing.serve(source, max_rows=8)
+    finally:
+        hook.remove()
+    assert not source.failures and len(source.finished) == len(everyone)
+    # Prefills are the calls of more than one token: the first one whole, the later ones their tails only.
+    assert [n for n in prefilled if n > 1] == [40 + len(tails[1]), len(tails[2]), len(tails[3])]
+    plain = rollout.decoder
+    for req in everyone:
+        (alone,) = plain.decode([req])
+        got = source.results[id(req)]
+        assert got.token_ids == alone.token_ids and got.finish_reason == alone.finish_reason
+        assert got.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+
+
+def test_the_shared_prefix_is_the_shortest_match_and_leaves_each_prompt_a_token():
+    from verl.workers.rollout.kv_cache import PrefixStore
+
+    store = PrefixStore(min_shared=3)
+    store.ids = (1, 2, 3, 4, 5, 6)
+    assert store.shared([[1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 9]]) == 4
+    assert store.shared([[1, 2, 3, 4, 5, 6]]) == 5  # a prompt equal to the stored one keeps its last token
+    assert store.shared([[1, 2, 3, 4], [1, 2, 8]]) == 0  # 2 shared tokens: under min_shared, none reused
+    store.clear()
+    assert store.shared([[1, 2, 3, 4]]) == 0
