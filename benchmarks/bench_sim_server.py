@@ -4,22 +4,24 @@ A tiny simulator (toy-world size: hidden 128, 2 layers) is built in a temp folde
 127.0.0.1. Every request is the prompt-mode simulation prompt (a few hundred tokens; its query its own, so no
 two requests are the same text: they share the template's opening, as in training) sent as a chat
 completion, asking for 96 new tokens (ignore_eos, so every request costs the same). Completed requests per
-second ("documents/s": one request is one set of simulated documents) are measured at concurrency 1 and
-at concurrency 32 against the same server in the same run, twice: with the server's default torch threads
-(all cores: how `python -m zerosearch.simulation.server` runs) and with one thread (how the demo runs its
-simulator beside the trainer). Target: with the default threads, concurrency 32 is at least 8x faster.
+second ("documents/s": one request is one set of simulated documents) are measured at concurrency 1 (8
+requests) and then at concurrency 32 (64 requests) against the same server, in 3 rounds (the ratio of each
+round, back to back, and their median: this machine's speed drifts between runs), twice: with the server's
+default torch threads (all cores: how `python -m zerosearch.simulation.server` runs) and with one thread
+(how the demo runs its simulator beside the trainer). Target: with the default threads, the median ratio is
+at least 8x.
 The printed decode steps and rows per step show whether the batch stays full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import torch
 
 from toyworld.tiny import build_tiny_model, train_tokenizer
 from zerosearch.templates import load_template, render
@@ -27,6 +29,7 @@ from zerosearch.utils.serving import ServerProcess, find_free_port
 
 MAX_TOKENS = 96
 TARGET_RATIO = 8.0
+ROUNDS, SINGLE, BATCHED = 3, 8, 64
 QUESTIONS = [
     ("Where was Alice Smith born?", "Paris", "Alice Smith birthplace"),
     ("Which company does Bob Jones work for?", "Acme Corporation", "Bob Jones employer"),
@@ -35,7 +38,7 @@ QUESTIONS = [
 ]
 
 
-def simulation_prompts(count: int = 76) -> list[str]:
+def simulation_prompts(count: int = 4 + ROUNDS * (SINGLE + BATCHED)) -> list[str]:
     """`count` different simulation prompts: the four questions in turn, each request with a query of its
     own (as in training, no two requests are the same text; they share the template's opening)."""
     template = load_template("project_prompt_useful")
@@ -80,33 +83,36 @@ async def run_load(url: str, prompts: list[str], concurrency: int) -> float:
         return len(prompts) / (time.perf_counter() - start)
 
 
-def measure(model_dir: Path, prompts: list[str], threads: int | None) -> tuple[float, float]:
-    """(documents/s at concurrency 1, at concurrency 32) against one server with `threads` torch threads
-    (None: the server's default, torch's choice); prints the server's batching statistics."""
+def measure(model_dir: Path, prompts: list[str], threads: int | None) -> float:
+    """The median over `ROUNDS` rounds of (documents/s at concurrency 32) / (documents/s at concurrency 1),
+    against one server with `threads` torch threads (None: the server's default, torch's choice); each round
+    measures both back to back, so the machine's drift between rounds cancels. Prints every round."""
     args = ["--model", str(model_dir), "--max-batch-size", "32", "--max-wait-ms", "5", "--device", "cpu"]
     args += ["--num-threads", str(threads)] if threads else []
+    ratios = []
     with ServerProcess("zerosearch.simulation.server", args, find_free_port()) as server:
         asyncio.run(run_load(server.url, prompts[:4], 4))  # warm-up
-        single = asyncio.run(run_load(server.url, prompts[4:12], 1))
-        before = httpx.get(f"{server.url}/stats", timeout=10).json()
-        batched = asyncio.run(run_load(server.url, prompts[12:76], 32))
-        stats = httpx.get(f"{server.url}/stats", timeout=10).json()
-    steps = stats["steps"] - before["steps"]
-    rows_per_step = (stats["row_steps"] - before["row_steps"]) / steps
-    busy = stats["busy_s"] - before["busy_s"]
-    label = (
-        f"{threads} thread{'s' if threads > 1 else ''}"
-        if threads
-        else f"default threads ({torch.get_num_threads()})"
-    )
-    print(f"{label}:")
-    print(f"  concurrency  1: {single:6.2f} documents/s")
-    print(
-        f"  concurrency 32: {batched:6.2f} documents/s ({steps} decode steps of {rows_per_step:.1f} rows on "
-        f"average, largest {stats['max_batch_rows']}; the engine busy {busy / (64 / batched):.0%} of the wall time)"
-    )
-    print(f"  ratio: {batched / single:.1f}x")
-    return single, batched
+        label = f"{httpx.get(f'{server.url}/stats', timeout=10).json()['torch_threads']} thread(s)"
+        print(f"{'default threads: ' if threads is None else ''}{label}:")
+        for r in range(ROUNDS):
+            start = 4 + r * (SINGLE + BATCHED)
+            single = asyncio.run(run_load(server.url, prompts[start : start + SINGLE], 1))
+            before = httpx.get(f"{server.url}/stats", timeout=10).json()
+            batch = prompts[start + SINGLE : start + SINGLE + BATCHED]
+            batched = asyncio.run(run_load(server.url, batch, 32))
+            stats = httpx.get(f"{server.url}/stats", timeout=10).json()
+            steps = stats["steps"] - before["steps"]
+            rows_per_step = (stats["row_steps"] - before["row_steps"]) / steps
+            busy = (stats["busy_s"] - before["busy_s"]) / (BATCHED / batched)
+            ratios.append(batched / single)
+            print(
+                f"  round {r + 1}: concurrency 1 {single:6.2f} documents/s, concurrency 32 {batched:6.2f} "
+                f"({steps} decode steps of {rows_per_step:.1f} rows on average, largest "
+                f"{stats['max_batch_rows']}; engine busy {busy:.0%}): {ratios[-1]:.1f}x"
+            )
+    ratio = statistics.median(ratios)
+    print(f"  median ratio: {ratio:.1f}x")
+    return ratio
 
 
 def main() -> bool:
@@ -122,9 +128,8 @@ def main() -> bool:
         )
         # The target is on the server as it runs by default (all cores); one thread, the setting the demo
         # gives its simulator beside the trainer, is reported beside it.
-        single, batched = measure(model_dir, prompts, None)
+        ratio = measure(model_dir, prompts, None)
         measure(model_dir, prompts, 1)
-    ratio = batched / single
     print(f"ratio with the default threads: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x)")
     return ratio >= TARGET_RATIO
 

@@ -253,6 +253,7 @@ def create_app(
             **asdict(batcher.stats),
             "max_batch_size": batcher.max_batch_size,
             "max_wait_ms": batcher.max_wait_s * 1000.0,
+            "torch_threads": torch.get_num_threads(),
         }
 
     return app
