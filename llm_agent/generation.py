@@ -191,6 +191,7 @@ class LLMGenerationManager:
         )
 
     def _search(self, query: str, index: int, turn: int, context, params: RolloutSamplingParams):
+        """Trajectory `index`'s search of turn `turn`, with its row context and a seed of its own."""
         return SearchRequest(
             query=query,
             context=context,

@@ -133,7 +133,7 @@ def search_options(args: argparse.Namespace) -> dict:
     raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
-def evaluation_agent(tokenizer, search: dict, max_prompt_length: int = 4096, **limits: int):
+def evaluation_agent(tokenizer, search: dict, max_prompt_length: int = 4096, **limits: int | bool):
     """Training's agent loop with the noise at 0 throughout: what evaluation and inference run."""
     from zerosearch.agent import ZeroSearchAgentLoop
 
@@ -322,12 +322,14 @@ def evaluate(
     samples: int = 1,
     temperature: float = 0.0,
     seed: int = 0,
+    overlap_search: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every row of `data` not yet in `out` (see the module doc); returns the results. `model` is
     the policy (with `policy_url`, the tokenizer of the policy served there); see `load_policy`. `template`:
     a policy template (name or file) to ask each row's question with, instead of the file's prompt.
     `samples` trajectories per row (record field `sample`), at `temperature` (0: greedy) from `seed`: what
-    `zerosearch.simtune collect` gathers."""
+    `zerosearch.simtune collect` gathers. `overlap_search`: each trajectory searches and generates at its own
+    pace (docs/agent.md), which hides a slow engine's latency behind generation."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
@@ -384,6 +386,7 @@ def evaluate(
         max_obs_length=max_obs_length,
         max_tokens_per_turn=max_tokens_per_turn,
         topk=topk,
+        overlap_search=overlap_search,
     )
     policy = None
     try:
@@ -459,6 +462,12 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template", help="ask each question with this policy template (name or file), not the file's prompt"
     )
+    parser.add_argument(
+        "--overlap-search",
+        action="store_true",
+        help="each trajectory searches as soon as its turn ends and generates again as soon as its search "
+        "returns, while the others go on (hides a slow engine's latency; docs/agent.md)",
+    )
 
 
 def evaluate_args(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
@@ -474,6 +483,7 @@ def evaluate_args(args: argparse.Namespace, **options: Any) -> dict[str, Any]:
         policy_model=args.policy_model,
         rollout=args.rollout,
         template=args.template,
+        overlap_search=args.overlap_search,
         **agent_limits(args),
         **options,
     )

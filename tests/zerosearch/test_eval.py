@@ -242,3 +242,22 @@ def test_a_template_asks_each_question_in_the_words_the_policy_was_trained_with(
     evaluate(str(agent_model_dir), [data], tmp_path / "file", search, **limits)
     evaluate(str(agent_model_dir), [str(other)], tmp_path / "asked", search, template=str(template), **limits)
     assert read_trajectories(tmp_path / "asked") == read_trajectories(tmp_path / "file")
+
+
+def test_overlapped_searches_evaluate_to_the_same_trajectories(tmp_path, agent_model_dir, agent_corpus):
+    """--overlap-search: each trajectory searches and answers at its own pace; greedy, the records are
+    those of lockstep turns."""
+    data, search, limits = eval_case(tmp_path, agent_corpus)
+    lockstep = evaluate(str(agent_model_dir), [data], tmp_path / "lockstep", search, rollout="hf", **limits)
+    overlapped = evaluate(
+        str(agent_model_dir),
+        [data],
+        tmp_path / "overlap",
+        search,
+        rollout="hf",
+        overlap_search=True,
+        **limits,
+    )
+    assert read_trajectories(tmp_path / "overlap") == read_trajectories(tmp_path / "lockstep")
+    assert overlapped["sources"] == lockstep["sources"]
+    assert [r["searches"] for r in read_trajectories(tmp_path / "overlap")] == [1, 1]
